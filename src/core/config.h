@@ -1,0 +1,144 @@
+/*
+ * config: the one YAML configuration file, parsed into an immutable,
+ * reference-counted struct config.
+ *
+ * Every parameter is declared once (in config.c's schema tables) with its
+ * type, default and bounds, Postfix-style; the parser walks the libyaml
+ * document tree against those tables, so an unknown key, a wrong type or an
+ * out-of-range value is reported as "FILE:LINE:COLUMN: message" (1-based,
+ * the position of the offending node). Sizes accept a K/M/G suffix (powers of
+ * 1024); durations accept ms/s/m/h suffixes (a bare number means seconds).
+ *
+ * A loaded config is never modified. SIGHUP loads a new one; sessions keep a
+ * reference to the one they started with (config_ref/config_unref), so a
+ * reload never changes the rules under a running SMTP transaction.
+ *
+ * The YAML shape (every key optional unless noted; defaults in brackets):
+ *
+ *   hostname: mx.example.com        [gethostname()]
+ *   user: postern                   [postern] user to become after binding when
+ *                                   started as root; "root" means do not drop
+ *   paths:
+ *     spool: ./var/spool            [./var/spool] queue.db and large bodies
+ *     logs: ./var/log               [./var/log]   mail_logs
+ *   relay_domains: [example.com, .example.org]   [empty] ".x" = any subdomain of x
+ *   listeners:                      [one: InboundMail, public, 127.0.0.1:2525]
+ *     - name: InboundMail           (required, unique)
+ *       type: public                [public] public | private
+ *       address: 127.0.0.1          [127.0.0.1] IPv4 or IPv6 literal
+ *       port: 2525                  [2525] 1..65535
+ *       hostname: mx.example.com    [top-level hostname] shown in banner/EHLO
+ *       tls:                        [none] STARTTLS offered when present
+ *         certificate: cert.pem     (required in tls)
+ *         key: key.pem              (required in tls)
+ *   limits:
+ *     max_message_size: 10M         [10M] SIZE, enforced while streaming
+ *     max_recipients: 100           [100] per message (RFC 5321 4.5.3.1.8 minimum)
+ *     max_command_line: 512         [512] octets incl. CRLF (RFC 5321 4.5.3.1.4)
+ *     max_text_line: 1000           [1000] octets incl. CRLF (RFC 5321 4.5.3.1.6)
+ *     max_connections: 1000         [1000] concurrent, per listener
+ *     max_errors: 10                [10] protocol errors before disconnect
+ *   timeouts:
+ *     command: 5m                   [5m] waiting for a command (RFC 5321 4.5.3.2.7)
+ *     data: 5m                      [5m] between data blocks in DATA/BDAT
+ *     tls_handshake: 1m             [1m]
+ *   spool:
+ *     memory_threshold: 256K        [256K] bodies above this stream to files
+ *     min_free_space: 100M          [100M] below this MAIL gets 452 4.3.1
+ *   resolver:
+ *     servers: [127.0.0.1:53]       [from /etc/resolv.conf] "ip" or "ip:port"
+ *     timeout: 2s                   [2s] per query
+ *     attempts: 2                   [2]
+ */
+#ifndef POSTERN_CORE_CONFIG_H
+#define POSTERN_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum listener_type { LISTENER_PUBLIC, LISTENER_PRIVATE };
+
+struct cfg_listener {
+    char *name;
+    enum listener_type type;
+    char *address;  /* numeric IPv4/IPv6 literal */
+    uint16_t port;
+    char *hostname; /* never NULL after load: defaults to config hostname */
+    char *tls_cert; /* NULL when no TLS */
+    char *tls_key;
+};
+
+struct cfg_limits {
+    uint64_t max_message_size;
+    uint32_t max_recipients;
+    uint32_t max_command_line;
+    uint32_t max_text_line;
+    uint32_t max_connections;
+    uint32_t max_errors;
+};
+
+struct cfg_timeouts { /* milliseconds */
+    uint64_t command;
+    uint64_t data;
+    uint64_t tls_handshake;
+};
+
+struct cfg_spool {
+    uint64_t memory_threshold;
+    uint64_t min_free_space;
+};
+
+struct cfg_resolver {
+    char **servers; /* "ip" or "ip:port"; empty = system resolv.conf */
+    size_t nservers;
+    uint64_t timeout; /* ms */
+    uint32_t attempts;
+};
+
+struct config {
+    int refs;
+    char *file; /* path it was loaded from */
+    char *hostname;
+    char *user;
+    char *spool_dir;
+    char *log_dir;
+    char **relay_domains; /* lower-cased; a leading '.' means "any subdomain" */
+    size_t nrelay_domains;
+    struct cfg_listener *listeners;
+    size_t nlisteners;
+    struct cfg_limits limits;
+    struct cfg_timeouts timeouts;
+    struct cfg_spool spool;
+    struct cfg_resolver resolver;
+};
+
+struct config_error {
+    unsigned line;   /* 1-based; 0 when not tied to a position (e.g. open failed) */
+    unsigned column; /* 1-based */
+    char msg[256];
+};
+
+/* Load and validate FILE. Returns a config with one reference, or NULL with
+ * *err filled in. */
+struct config *config_load(const char *file, struct config_error *err);
+/* Same, from an in-memory buffer (unit tests, fuzzing); name is used in messages. */
+struct config *config_load_buffer(const char *name, const char *buf, size_t len,
+                                  struct config_error *err);
+/* Format an error as "FILE:LINE:COLUMN: msg" into out. */
+void config_error_format(const struct config_error *err, const char *file, char *out,
+                         size_t outlen);
+
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* Print the effective configuration (defaults filled in) as YAML that
+ * config_load accepts and that loads to an equal configuration. */
+void config_dump(const struct config *cfg, FILE *out);
+
+/* True if domain (len bytes, any case, no trailing dot) is a relay domain:
+ * equal to an entry, or below an entry that starts with '.'. */
+bool config_is_relay_domain(const struct config *cfg, const char *domain, size_t len);
+
+#endif
