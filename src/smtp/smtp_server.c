@@ -1,1 +1,1204 @@
-/* placeholder: being written */
+/*
+ * smtp_server: the inbound SMTP session.
+ *
+ * A session is an explicit input mode plus a command table (OpenSMTPD
+ * style), driven by one bufferevent:
+ *
+ *   MODE_CMD      reading command lines; each verb is dispatched through
+ *                 cmd_table to one small handler
+ *   MODE_DATA     streaming DATA content through the smtp_data machine
+ *   MODE_BDAT     consuming the octets of one BDAT chunk
+ *   MODE_COMMIT   the message is with the spool worker; input waits
+ *   MODE_TLS      STARTTLS handshake in progress
+ *   MODE_CLOSING  last reply being flushed; the session is freed when the
+ *                 output is empty
+ *
+ * PIPELINING (RFC 2920): every complete command in the input buffer is
+ * handled in one read callback and the replies accumulate in the output
+ * buffer, which libevent writes once per loop turn. A session whose
+ * message is being committed stops reading commands (MODE_COMMIT) and
+ * resumes from the commit callback, so replies always stay in order.
+ *
+ * Ordering rules:
+ *  - "250" after end of data is written only from the spool's commit
+ *    callback (the durability contract, spool.h).
+ *  - A session is freed only at a safe point: never while its message is
+ *    with the spool worker (the callback still needs it), never from inside
+ *    a handler (the caller still holds it). sess_maybe_free() runs at the
+ *    end of every libevent callback.
+ *  - STARTTLS (RFC 3207 4.2 and CVE-2011-0411): whatever the client sent
+ *    after the STARTTLS line, before our 220, is discarded unread, reading
+ *    stops before the 220 is queued, and the session forgets HELO and any
+ *    transaction.
+ *
+ * Memory per idle session: this struct (~700 bytes) plus libevent's
+ * bufferevent; transaction data (recipient list, header scanner) exists
+ * only during a transaction. Input is capped by a read high watermark.
+ */
+#include "smtp/smtp_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "queue/spool.h"
+#include "smtp/listener.h"
+#include "smtp/smtp_addr.h"
+#include "smtp/smtp_cmd.h"
+#include "smtp/smtp_data.h"
+#include "smtp/tls.h"
+
+/* Unread input a session may hold. Pipelined commands beyond this wait in
+ * the kernel's socket buffer (TCP flow control) instead of our memory. */
+#define SESS_INPUT_HIGHWAT (256 * 1024)
+/* Chunk of DATA processed per step; the unstuffed output of one chunk goes
+ * through a scratch buffer of the same size. */
+#define SESS_DATA_CHUNK (16 * 1024)
+/* How long a closing session may take to flush its last reply. */
+#define SESS_CLOSE_TIMEOUT_S 10
+/* Stack buffer for a command line; longer configured limits use the heap. */
+#define SESS_LINE_STACK 1024
+
+enum sess_mode { MODE_CMD, MODE_DATA, MODE_BDAT, MODE_COMMIT, MODE_TLS, MODE_CLOSING };
+
+/* The current mail transaction (RFC 5321 3.3), reset by RSET/HELO/EHLO/
+ * STARTTLS and after each message. */
+struct tx {
+    uint64_t mid; /* 0: no MAIL yet */
+    char *sender; /* mailbox, "" for <> */
+    bool smtputf8;
+    bool body_8bit;
+    char **rcpts;
+    size_t nrcpts, cap;
+    struct spool_msg *msg;
+    struct smtp_data data;
+    struct smtp_hdr_scan *hdr;
+    uint64_t size; /* content octets received (unstuffed), excl. Received */
+    bool too_big;
+    int write_err;
+    bool bdat;           /* a BDAT transfer has started */
+    uint64_t bdat_left;  /* octets of the current chunk still to read */
+    bool bdat_last;
+    bool bdat_discard;   /* chunk refused: read and drop its octets */
+    const char *bdat_refusal; /* reply for a discarded chunk */
+};
+
+struct session {
+    struct smtp_server *srv;
+    struct session *prev, *next;
+    struct listener *lst;
+    struct config *cfg;
+    struct bufferevent *bev;
+    int fd;
+    uint64_t icid;
+    enum sess_mode mode;
+    char ip[INET6_ADDRSTRLEN];
+    char helo[256];
+    bool helo_seen;
+    bool esmtp;
+    bool tls_active;
+    bool quit;         /* we ended the session (QUIT, 421): logs "close", not "lost" */
+    bool discard_line; /* skipping the rest of an over-long command line */
+    bool lost;         /* the client went away while we were busy */
+    bool stopping;     /* server shutdown: close at the next safe point */
+    unsigned errors;
+    unsigned messages;
+    char tls_info[96];
+    struct tx tx;
+};
+
+struct smtp_server {
+    struct event_base *base;
+    struct spool *spool;
+    struct config *cfg;
+    struct session *sessions;
+    struct smtp_server_stats stats;
+    void (*shutdown_done)(void *);
+    void *shutdown_arg;
+    bool stopping;
+};
+
+typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
+
+static void sess_process(struct session *s);
+static void sess_maybe_free(struct session *s);
+static void sess_free(struct session *s);
+static void sess_on_read(struct bufferevent *bev, void *arg);
+static void sess_on_write(struct bufferevent *bev, void *arg);
+static void sess_on_event(struct bufferevent *bev, short what, void *arg);
+
+/* ---- replies ---------------------------------------------------------- */
+
+/* Queue one reply line. Every 5xx to a command counts as a client error
+ * (max_errors), since a well-behaved client rarely earns one. */
+static void sess_reply(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void sess_reply(struct session *s, const char *fmt, ...)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(out, fmt, ap);
+    va_end(ap);
+    evbuffer_add(out, "\r\n", 2);
+    if (fmt[0] == '5' && s->mode == MODE_CMD)
+        s->errors++;
+}
+
+static void sess_timeouts(struct session *s, uint64_t read_ms)
+{
+    struct timeval rd = {(time_t)(read_ms / 1000), (suseconds_t)(read_ms % 1000) * 1000};
+    struct timeval wr = {(time_t)(s->cfg->timeouts.command / 1000), 0};
+    bufferevent_set_timeouts(s->bev, &rd, &wr);
+}
+
+/* Stop reading and free the session once the queued replies are out. */
+static void sess_close(struct session *s)
+{
+    struct timeval tv = {SESS_CLOSE_TIMEOUT_S, 0};
+    s->mode = MODE_CLOSING;
+    s->quit = true;
+    bufferevent_disable(s->bev, EV_READ);
+    bufferevent_set_timeouts(s->bev, NULL, &tv);
+}
+
+/* ---- transaction -------------------------------------------------------- */
+
+static void tx_reset(struct session *s, const char *abort_reason)
+{
+    struct tx *tx = &s->tx;
+    if (tx->mid != 0 && abort_reason != NULL) {
+        maillog(LOG_INFO, "Message aborted MID %llu Receiving aborted%s",
+                (unsigned long long)tx->mid, abort_reason);
+        s->srv->stats.aborted_messages++;
+    }
+    if (tx->msg)
+        spool_msg_discard(tx->msg);
+    for (size_t i = 0; i < tx->nrcpts; i++)
+        free(tx->rcpts[i]);
+    free(tx->rcpts);
+    free(tx->sender);
+    free(tx->hdr);
+    memset(tx, 0, sizeof(*tx));
+}
+
+static const char *sess_log_addr(char *buf, size_t len, const char *addr)
+{
+    return log_escape(buf, len, addr, strlen(addr));
+}
+
+/* ---- command handlers ------------------------------------------------- */
+
+/* HELO/EHLO argument: a domain or address literal. We accept any visible
+ * token (many clients send junk) but nothing that could corrupt a
+ * Received header or a log line. */
+static bool helo_arg_ok(const struct smtp_cmd *cmd)
+{
+    if (cmd->arg_len == 0 || cmd->arg_len >= 256)
+        return false;
+    for (size_t i = 0; i < cmd->arg_len; i++) {
+        unsigned char c = (unsigned char)cmd->arg[i];
+        if (c <= 0x20 || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static void sess_ehlo_keywords(struct session *s)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_printf(out, "250-%s\r\n", s->lst->hostname);
+    evbuffer_add_printf(out, "250-PIPELINING\r\n");
+    evbuffer_add_printf(out, "250-SIZE %llu\r\n",
+                        (unsigned long long)s->cfg->limits.max_message_size);
+    evbuffer_add_printf(out, "250-8BITMIME\r\n");
+    evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
+    if (s->lst->tls != NULL && !s->tls_active)
+        evbuffer_add_printf(out, "250-STARTTLS\r\n");
+    evbuffer_add_printf(out, "250-CHUNKING\r\n");
+    evbuffer_add_printf(out, "250 SMTPUTF8\r\n");
+}
+
+static void sess_greet(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
+{
+    if (!helo_arg_ok(cmd)) {
+        sess_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        return;
+    }
+    tx_reset(s, " (new HELO)");
+    memcpy(s->helo, cmd->arg, cmd->arg_len);
+    s->helo[cmd->arg_len] = '\0';
+    s->helo_seen = true;
+    s->esmtp = esmtp;
+    if (esmtp)
+        sess_ehlo_keywords(s);
+    else
+        sess_reply(s, "250 %s", s->lst->hostname);
+}
+
+static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_greet(s, cmd, false);
+}
+
+static void cmd_ehlo(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_greet(s, cmd, true);
+}
+
+/* Apply one MAIL parameter; returns NULL or the reply refusing it. */
+static const char *mail_param(struct session *s, const struct smtp_param *p)
+{
+    if (!s->esmtp)
+        return "555 5.5.4 MAIL parameters need EHLO";
+    if (p->key_len == 4 && strncasecmp(p->key, "SIZE", 4) == 0) {
+        uint64_t size;
+        if (p->value == NULL || !smtp_parse_u64(p->value, p->value_len, &size))
+            return "501 5.5.4 Bad SIZE parameter";
+        if (size > s->cfg->limits.max_message_size)
+            return "552 5.3.4 Message size exceeds fixed maximum message size";
+        return NULL;
+    }
+    if (p->key_len == 4 && strncasecmp(p->key, "BODY", 4) == 0) {
+        if (p->value && p->value_len == 4 && strncasecmp(p->value, "7BIT", 4) == 0)
+            return NULL;
+        if (p->value && p->value_len == 8 && strncasecmp(p->value, "8BITMIME", 8) == 0) {
+            s->tx.body_8bit = true;
+            return NULL;
+        }
+        return "501 5.5.4 Unsupported BODY type";
+    }
+    if (p->key_len == 8 && strncasecmp(p->key, "SMTPUTF8", 8) == 0) {
+        if (p->value != NULL)
+            return "501 5.5.4 SMTPUTF8 takes no value";
+        s->tx.smtputf8 = true;
+        return NULL;
+    }
+    return "555 5.5.4 Unsupported MAIL parameter";
+}
+
+static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
+{
+    const char *path;
+    size_t path_len, nparams = 0;
+    struct smtp_param params[SMTP_MAX_PARAMS];
+    struct smtp_path addr;
+    char esc[600];
+
+    if (s->tx.mid != 0) {
+        sess_reply(s, "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+    if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "FROM:", &path, &path_len, params,
+                            &nparams) != SMTP_MR_OK) {
+        sess_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return;
+    }
+    for (size_t i = 0; i < nparams; i++) {
+        const char *refusal = mail_param(s, &params[i]);
+        if (refusal) {
+            s->tx.smtputf8 = s->tx.body_8bit = false;
+            sess_reply(s, "%s", refusal);
+            return;
+        }
+    }
+    unsigned flags = SMTP_ADDR_ALLOW_NULL | (s->tx.smtputf8 ? SMTP_ADDR_UTF8 : 0);
+    enum smtp_addr_status st = smtp_path_parse(path, path_len, flags, &addr);
+    if (st != SMTP_ADDR_OK) {
+        s->tx.smtputf8 = s->tx.body_8bit = false;
+        if (st == SMTP_ADDR_NON_ASCII)
+            sess_reply(s, "553 5.6.7 Non-ASCII sender address needs SMTPUTF8");
+        else if (st == SMTP_ADDR_TOO_LONG)
+            sess_reply(s, "501 5.1.7 Sender address too long");
+        else
+            sess_reply(s, "501 5.1.7 Bad sender address syntax");
+        return;
+    }
+    if (spool_low_space(s->srv->spool)) {
+        s->tx.smtputf8 = s->tx.body_8bit = false;
+        maillog(LOG_WARNING, "ICID %llu MAIL refused: spool low on free space",
+                (unsigned long long)s->icid);
+        sess_reply(s, "452 4.3.1 Insufficient system storage");
+        return;
+    }
+    s->tx.mid = spool_next_id(s->srv->spool, SPOOL_ID_MID);
+    s->tx.sender = xstrdup(addr.mailbox);
+    maillog(LOG_INFO, "Start MID %llu ICID %llu", (unsigned long long)s->tx.mid,
+            (unsigned long long)s->icid);
+    maillog(LOG_INFO, "MID %llu ICID %llu From: <%s>", (unsigned long long)s->tx.mid,
+            (unsigned long long)s->icid, sess_log_addr(esc, sizeof(esc), addr.mailbox));
+    sess_reply(s, "250 2.1.0 Sender OK");
+}
+
+static bool relay_domain_cb(void *ctx, const char *domain, size_t len)
+{
+    return config_is_relay_domain(ctx, domain, len);
+}
+
+static bool tx_has_rcpt(const struct tx *tx, const char *mailbox)
+{
+    for (size_t i = 0; i < tx->nrcpts; i++)
+        if (strcmp(tx->rcpts[i], mailbox) == 0)
+            return true;
+    return false;
+}
+
+static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
+{
+    const char *path;
+    size_t path_len, nparams = 0;
+    struct smtp_param params[SMTP_MAX_PARAMS];
+    struct smtp_path addr;
+    char esc[600];
+
+    if (s->tx.mid == 0) {
+        sess_reply(s, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (s->tx.bdat) {
+        sess_reply(s, "503 5.5.1 Error: RCPT not allowed during BDAT transfer");
+        return;
+    }
+    if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "TO:", &path, &path_len, params,
+                            &nparams) != SMTP_MR_OK) {
+        sess_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+        return;
+    }
+    if (nparams > 0) {
+        sess_reply(s, "555 5.5.4 Unsupported RCPT parameter");
+        return;
+    }
+    unsigned flags = SMTP_ADDR_ALLOW_POSTMASTER | (s->tx.smtputf8 ? SMTP_ADDR_UTF8 : 0);
+    enum smtp_addr_status st = smtp_path_parse(path, path_len, flags, &addr);
+    if (st == SMTP_ADDR_NON_ASCII) {
+        sess_reply(s, "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8");
+        return;
+    }
+    if (st != SMTP_ADDR_OK) {
+        sess_reply(s, "501 5.1.3 Bad recipient address syntax");
+        return;
+    }
+    enum smtp_relay_verdict v = smtp_relay_check(&addr, relay_domain_cb, s->cfg);
+    if (v != SMTP_RELAY_OK) {
+        s->srv->stats.rejected_recipients++;
+        maillog(LOG_INFO, "MID %llu ICID %llu To: <%s> Rejected by RAT (%s)",
+                (unsigned long long)s->tx.mid, (unsigned long long)s->icid,
+                sess_log_addr(esc, sizeof(esc), addr.mailbox), smtp_relay_verdict_text(v));
+        sess_reply(s, "554 5.7.1 <%s>: Relay access denied", esc);
+        return;
+    }
+    if (tx_has_rcpt(&s->tx, addr.mailbox)) {
+        /* Same mailbox twice: one delivery (RFC 5321 3.3 lets us merge). */
+        sess_reply(s, "250 2.1.5 Recipient OK (duplicate)");
+        return;
+    }
+    if (s->tx.nrcpts >= s->cfg->limits.max_recipients) {
+        /* RFC 5321 4.5.3.1.10: 452 and the client sends the rest later. */
+        maillog(LOG_INFO, "MID %llu ICID %llu Receiving Failed: recipient limit of %u exceeded",
+                (unsigned long long)s->tx.mid, (unsigned long long)s->icid,
+                s->cfg->limits.max_recipients);
+        sess_reply(s, "452 4.5.3 Too many recipients");
+        return;
+    }
+    xgrow((void **)&s->tx.rcpts, &s->tx.cap, s->tx.nrcpts + 1, sizeof(char *));
+    s->tx.rcpts[s->tx.nrcpts] = xstrdup(addr.mailbox);
+    maillog(LOG_INFO, "MID %llu ICID %llu RID %zu To: <%s>", (unsigned long long)s->tx.mid,
+            (unsigned long long)s->icid, s->tx.nrcpts,
+            sess_log_addr(esc, sizeof(esc), addr.mailbox));
+    s->tx.nrcpts++;
+    sess_reply(s, "250 2.1.5 Recipient OK");
+}
+
+/* RFC 5322 date for the Received header. */
+static void sess_date(char *buf, size_t len)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(buf, len, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+/* Protocol name for the Received "with" clause (RFC 3848, RFC 6531). */
+static const char *sess_with(const struct session *s)
+{
+    if (s->tx.smtputf8)
+        return s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+    if (!s->esmtp)
+        return "SMTP";
+    return s->tls_active ? "ESMTPS" : "ESMTP";
+}
+
+/* Create the spool message and write our Received header (RFC 5321 4.4). */
+static void tx_begin_content(struct session *s, enum smtp_data_mode mode)
+{
+    struct tx *tx = &s->tx;
+    char date[64], line[1024];
+    int n;
+    tx->msg = spool_msg_new(s->srv->spool, tx->mid);
+    tx->hdr = xmalloc(sizeof(*tx->hdr));
+    smtp_hdr_scan_init(tx->hdr);
+    smtp_data_init(&tx->data, mode, s->cfg->limits.max_text_line);
+    sess_date(date, sizeof(date));
+    n = snprintf(line, sizeof(line), "Received: from %s (unknown [%s])\r\n\tby %s (Postern)",
+                 s->helo, s->ip, s->lst->hostname);
+    if (s->tls_active)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\t(%s)", s->tls_info);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, " with %s id %llu", sess_with(s),
+                  (unsigned long long)tx->mid);
+    /* "for" only with one recipient: naming several would disclose Bcc
+     * recipients to each other. */
+    if (tx->nrcpts == 1 && strlen(tx->rcpts[0]) < 400)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\tfor <%s>", tx->rcpts[0]);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "; %s\r\n", date);
+    tx->write_err = spool_msg_write(tx->msg, line, (size_t)n);
+}
+
+static void cmd_data(struct session *s, const struct smtp_cmd *cmd)
+{
+    if (s->tx.mid == 0) {
+        sess_reply(s, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (s->tx.bdat) {
+        sess_reply(s, "503 5.5.1 Error: DATA not allowed after BDAT");
+        return;
+    }
+    if (s->tx.nrcpts == 0) {
+        sess_reply(s, "554 5.5.1 Error: no valid recipients");
+        return;
+    }
+    if (cmd->arg_len != 0) {
+        sess_reply(s, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+    tx_begin_content(s, SMTP_DATA_MODE_DATA);
+    s->mode = MODE_DATA;
+    sess_timeouts(s, s->cfg->timeouts.data);
+    sess_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* Why a BDAT chunk cannot be accepted, or NULL. */
+static const char *bdat_refusal(struct session *s)
+{
+    if (s->tx.mid == 0)
+        return "503 5.5.1 Error: need MAIL command";
+    if (s->tx.nrcpts == 0)
+        return "554 5.5.1 Error: no valid recipients";
+    return NULL;
+}
+
+static void cmd_bdat(struct session *s, const struct smtp_cmd *cmd)
+{
+    uint64_t size;
+    bool last;
+    if (!smtp_bdat_parse(cmd->arg, cmd->arg_len, &size, &last)) {
+        /* Without a size we cannot find the end of the chunk: the session
+         * cannot be resynchronised (RFC 3030 4.2). */
+        sess_reply(s, "501 5.5.4 Syntax: BDAT size [LAST]; closing connection");
+        sess_close(s);
+        return;
+    }
+    s->tx.bdat_left = size;
+    s->tx.bdat_last = last;
+    s->tx.bdat_refusal = bdat_refusal(s);
+    s->tx.bdat_discard = s->tx.bdat_refusal != NULL;
+    if (!s->tx.bdat_discard && !s->tx.bdat) {
+        s->tx.bdat = true;
+        tx_begin_content(s, SMTP_DATA_MODE_BDAT);
+    }
+    s->mode = MODE_BDAT;
+    sess_timeouts(s, s->cfg->timeouts.data);
+}
+
+static void cmd_rset(struct session *s, const struct smtp_cmd *cmd)
+{
+    tx_reset(s, " (RSET)");
+    sess_reply(s, "250 2.0.0 OK");
+}
+
+static void cmd_noop(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_reply(s, "250 2.0.0 OK");
+}
+
+static void cmd_quit(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_reply(s, "221 2.0.0 %s closing connection", s->lst->hostname);
+    s->quit = true;
+    sess_close(s);
+}
+
+static void cmd_vrfy(struct session *s, const struct smtp_cmd *cmd)
+{
+    /* RFC 5321 3.5.3: 252 instead of disclosing who exists. */
+    sess_reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_expn(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_reply(s, "502 5.5.1 EXPN not available");
+}
+
+static void cmd_help(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_reply(s, "214-2.0.0 Postern SMTP server; commands:");
+    sess_reply(s, "214 2.0.0 HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
+}
+
+static void cmd_not_implemented(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_reply(s, "502 5.5.1 Error: command not implemented");
+}
+
+static void cmd_http(struct session *s, const struct smtp_cmd *cmd)
+{
+    char esc[64];
+    maillog(LOG_INFO, "ICID %llu HTTP request on SMTP port (%s), closing",
+            (unsigned long long)s->icid, log_escape(esc, sizeof(esc), cmd->verb_str, cmd->verb_len));
+    sess_reply(s, "500 5.5.1 Error: this is an SMTP server, not HTTP");
+    sess_close(s);
+}
+
+static void cmd_unknown(struct session *s, const struct smtp_cmd *cmd)
+{
+    sess_reply(s, "500 5.5.1 Error: command not recognized");
+}
+
+static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t junk;
+    if (s->lst->tls == NULL) {
+        sess_reply(s, "502 5.5.1 Error: STARTTLS not available");
+        return;
+    }
+    if (s->tls_active) {
+        sess_reply(s, "503 5.5.1 Error: TLS already active");
+        return;
+    }
+    if (cmd->arg_len != 0) {
+        sess_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    /* CVE-2011-0411: anything already buffered was sent before our 220 and
+     * must never be read as if it came over TLS. */
+    junk = evbuffer_get_length(in);
+    if (junk > 0) {
+        evbuffer_drain(in, junk);
+        maillog(LOG_WARNING, "ICID %llu discarded %zu bytes pipelined after STARTTLS",
+                (unsigned long long)s->icid, junk);
+    }
+    bufferevent_disable(s->bev, EV_READ);
+    tx_reset(s, " (STARTTLS)");
+    s->helo_seen = false;
+    s->esmtp = false;
+    s->helo[0] = '\0';
+    sess_reply(s, "220 2.0.0 Ready to start TLS");
+    s->mode = MODE_TLS; /* sess_on_write starts the handshake once 220 is out */
+}
+
+enum cmd_flags {
+    CMD_NEED_HELO = 1,  /* 503 before HELO/EHLO */
+    CMD_IN_BDAT = 2     /* allowed while a BDAT transfer is open */
+};
+
+struct cmd_entry {
+    cmd_fn fn;
+    unsigned flags;
+};
+
+static const struct cmd_entry cmd_table[SMTP_VERB__COUNT] = {
+    [SMTP_VERB_UNKNOWN] = {cmd_unknown, CMD_IN_BDAT},
+    [SMTP_VERB_HELO] = {cmd_helo, 0},
+    [SMTP_VERB_EHLO] = {cmd_ehlo, 0},
+    [SMTP_VERB_MAIL] = {cmd_mail, CMD_NEED_HELO},
+    [SMTP_VERB_RCPT] = {cmd_rcpt, CMD_NEED_HELO},
+    [SMTP_VERB_DATA] = {cmd_data, CMD_NEED_HELO | CMD_IN_BDAT},
+    [SMTP_VERB_BDAT] = {cmd_bdat, CMD_IN_BDAT},
+    [SMTP_VERB_RSET] = {cmd_rset, CMD_IN_BDAT},
+    [SMTP_VERB_NOOP] = {cmd_noop, CMD_IN_BDAT},
+    [SMTP_VERB_QUIT] = {cmd_quit, CMD_IN_BDAT},
+    [SMTP_VERB_VRFY] = {cmd_vrfy, 0},
+    [SMTP_VERB_EXPN] = {cmd_expn, 0},
+    [SMTP_VERB_HELP] = {cmd_help, 0},
+    [SMTP_VERB_STARTTLS] = {cmd_starttls, 0},
+    [SMTP_VERB_AUTH] = {cmd_not_implemented, 0},
+    [SMTP_VERB_ETRN] = {cmd_not_implemented, 0},
+    [SMTP_VERB_HTTP] = {cmd_http, CMD_IN_BDAT},
+};
+
+static void sess_dispatch(struct session *s, const char *line, size_t len)
+{
+    struct smtp_cmd cmd;
+    switch (smtp_cmd_parse(line, len, &cmd)) {
+    case SMTP_CMD_OK:
+        break;
+    case SMTP_CMD_EMPTY:
+        sess_reply(s, "500 5.5.2 Error: empty command");
+        return;
+    case SMTP_CMD_NUL:
+        sess_reply(s, "500 5.5.2 Error: NUL character in command");
+        return;
+    case SMTP_CMD_BADCHAR:
+    case SMTP_CMD_NON_ASCII:
+        sess_reply(s, "500 5.5.2 Error: invalid character in command");
+        return;
+    }
+    const struct cmd_entry *e = &cmd_table[cmd.verb];
+    if (s->tx.bdat && !(e->flags & CMD_IN_BDAT)) {
+        sess_reply(s, "503 5.5.1 Error: only BDAT, RSET, NOOP or QUIT during BDAT transfer");
+        return;
+    }
+    if ((e->flags & CMD_NEED_HELO) && !s->helo_seen) {
+        sess_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+    e->fn(s, &cmd);
+}
+
+/* ---- input ---------------------------------------------------------------- */
+
+/* Handle one command line if a whole one is buffered. Returns false when
+ * more input is needed. */
+static bool sess_read_command(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t max = s->cfg->limits.max_command_line, eol_len;
+    struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+    if (p.pos < 0) {
+        size_t avail = evbuffer_get_length(in);
+        /* RFC 5321 4.5.3.1.4: a line longer than the limit is an error,
+         * and its bytes are dropped without waiting for its end. */
+        if (avail >= max) {
+            evbuffer_drain(in, avail);
+            if (!s->discard_line)
+                sess_reply(s, "500 5.5.2 Error: line too long");
+            s->discard_line = true;
+        }
+        return false;
+    }
+    size_t linelen = (size_t)p.pos + 1;
+    if (s->discard_line || linelen > max) {
+        evbuffer_drain(in, linelen);
+        if (!s->discard_line)
+            sess_reply(s, "500 5.5.2 Error: line too long");
+        s->discard_line = false;
+        return true;
+    }
+    char stackbuf[SESS_LINE_STACK];
+    char *line = linelen <= sizeof(stackbuf) ? stackbuf : xmalloc(linelen);
+    evbuffer_remove(in, line, linelen);
+    /* RFC 5321 2.3.8: lines end with CRLF; a bare LF is refused so that no
+     * two parsers on the path disagree about where a command ends. */
+    if (linelen < 2 || line[linelen - 2] != '\r')
+        sess_reply(s, "500 5.5.2 Error: bare <LF> in command line");
+    else
+        sess_dispatch(s, line, linelen - 2);
+    if (line != stackbuf)
+        free(line);
+    return true;
+}
+
+/* Content octets (already unstuffed) for the current message. */
+static void tx_content(struct session *s, const char *p, size_t n)
+{
+    struct tx *tx = &s->tx;
+    if (n == 0)
+        return;
+    smtp_hdr_scan_feed(tx->hdr, p, n);
+    tx->size += n;
+    /* SIZE is enforced while streaming: past the limit nothing more is
+     * stored, the rest is read and dropped, and the end gets 552. */
+    if (tx->size > s->cfg->limits.max_message_size)
+        tx->too_big = true;
+    if (tx->too_big || tx->write_err)
+        return;
+    tx->write_err = spool_msg_write(tx->msg, p, n);
+}
+
+static void tx_end_content(struct session *s);
+
+/* Feed buffered DATA content through the terminator machine. */
+static bool sess_read_data(struct session *s)
+{
+    static char scratch[SESS_DATA_CHUNK];
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer_iovec v[16];
+    size_t used = 0;
+    int n = evbuffer_peek(in, -1, NULL, v, 16);
+    if (n <= 0)
+        return false;
+    if (n > 16)
+        n = 16;
+    for (int i = 0; i < n && !s->tx.data.done; i++) {
+        const char *p = v[i].iov_base;
+        size_t left = v[i].iov_len;
+        while (left > 0 && !s->tx.data.done) {
+            size_t chunk = left < sizeof(scratch) ? left : sizeof(scratch), outlen;
+            size_t took = smtp_data_feed(&s->tx.data, p, chunk, scratch, &outlen);
+            tx_content(s, scratch, outlen);
+            p += took;
+            left -= took;
+            used += took;
+        }
+    }
+    evbuffer_drain(in, used);
+    if (s->tx.data.done)
+        tx_end_content(s);
+    return s->tx.data.done || used > 0;
+}
+
+/* Consume the octets of the current BDAT chunk. */
+static bool sess_read_bdat(struct session *s)
+{
+    static char scratch[SESS_DATA_CHUNK];
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct tx *tx = &s->tx;
+    while (tx->bdat_left > 0) {
+        size_t avail = evbuffer_get_length(in), outlen;
+        size_t n = avail < sizeof(scratch) ? avail : sizeof(scratch);
+        if (n > tx->bdat_left)
+            n = (size_t)tx->bdat_left;
+        if (n == 0)
+            return false;
+        evbuffer_remove(in, scratch, n);
+        tx->bdat_left -= n;
+        if (tx->bdat_discard)
+            continue;
+        /* BDAT mode never shortens its input, so scratch is both sides. */
+        smtp_data_feed(&tx->data, scratch, n, scratch, &outlen);
+        tx_content(s, scratch, outlen);
+    }
+    s->mode = MODE_CMD;
+    sess_timeouts(s, s->cfg->timeouts.command);
+    if (tx->bdat_discard) {
+        sess_reply(s, "%s", tx->bdat_refusal);
+        return true;
+    }
+    if (tx->bdat_last)
+        tx_end_content(s);
+    else
+        sess_reply(s, "250 2.0.0 %llu octets received", (unsigned long long)tx->size);
+    return true;
+}
+
+static void sess_committed(void *arg, int err);
+
+/* The reply refusing a finished message's content, or NULL if it is fine. */
+static const char *tx_content_refusal(struct session *s)
+{
+    unsigned f = s->tx.data.flags;
+    if (f & (SMTP_DATA_BARE_LF | SMTP_DATA_BARE_CR))
+        return "554 5.5.2 Message refused: bare CR or LF in message text (RFC 5321 2.3.8)";
+    if (f & SMTP_DATA_NUL)
+        return "554 5.6.0 Message refused: NUL character in message text";
+    if (f & SMTP_DATA_LONG_LINE)
+        return "554 5.6.0 Message refused: text line longer than 1000 octets (RFC 5321 4.5.3.1.6)";
+    if (s->tx.too_big)
+        return "552 5.3.4 Message size exceeds fixed maximum message size";
+    if (s->tx.write_err)
+        return "451 4.3.0 Error: queue file write error";
+    return NULL;
+}
+
+/* End of DATA or of the LAST BDAT chunk: refuse, or hand to the spool. */
+static void tx_end_content(struct session *s)
+{
+    struct tx *tx = &s->tx;
+    char esc[1100], reason[160];
+    const char *refusal = tx_content_refusal(s);
+
+    s->mode = MODE_CMD;
+    sess_timeouts(s, s->cfg->timeouts.command);
+    if (refusal) {
+        snprintf(reason, sizeof(reason), ": %.3s %.5s %s", refusal, refusal + 4,
+                 tx->write_err ? strerror(-tx->write_err)
+                               : (tx->too_big ? "message too big"
+                                              : smtp_data_flag_text(tx->data.flags)));
+        tx_reset(s, reason);
+        sess_reply(s, "%s", refusal);
+        return;
+    }
+    if (tx->hdr->have_message_id)
+        maillog(LOG_INFO, "MID %llu Message-ID '%s'", (unsigned long long)tx->mid,
+                log_escape(esc, sizeof(esc), tx->hdr->message_id, tx->hdr->message_id_len));
+    if (tx->hdr->have_subject)
+        maillog(LOG_INFO, "MID %llu Subject '%s'", (unsigned long long)tx->mid,
+                log_escape(esc, sizeof(esc), tx->hdr->subject, tx->hdr->subject_len));
+    maillog(LOG_INFO, "MID %llu ready %llu bytes from <%s>", (unsigned long long)tx->mid,
+            (unsigned long long)spool_msg_size(tx->msg),
+            sess_log_addr(esc, sizeof(esc), tx->sender));
+
+    struct spool_envelope env = {
+        .mid = tx->mid,
+        .icid = s->icid,
+        .sender = tx->sender,
+        .flags = (tx->smtputf8 ? SPOOL_F_SMTPUTF8 : 0) | (tx->body_8bit ? SPOOL_F_8BITMIME : 0) |
+                 (s->tls_active ? SPOOL_F_TLS : 0),
+        .client_ip = s->ip,
+        .helo = s->helo,
+        .listener = s->lst->name,
+        .message_id = tx->hdr->have_message_id ? tx->hdr->message_id : NULL,
+        .subject = tx->hdr->have_subject ? tx->hdr->subject : NULL,
+    };
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    env.received_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    spool_msg_set_envelope(tx->msg, &env);
+    for (size_t i = 0; i < tx->nrcpts; i++)
+        spool_msg_add_rcpt(tx->msg, tx->rcpts[i], NULL, SPOOL_NOTIFY_DEFAULT);
+    struct spool_msg *m = tx->msg;
+    tx->msg = NULL;
+    s->mode = MODE_COMMIT;
+    spool_msg_commit(m, sess_committed, s);
+}
+
+/* The spool's verdict on the message: the only place "250" is sent. */
+static void sess_committed(void *arg, int err)
+{
+    struct session *s = arg;
+    struct tx *tx = &s->tx;
+    if (err == 0) {
+        maillog(LOG_INFO, "MID %llu queued for delivery", (unsigned long long)tx->mid);
+        s->srv->stats.messages++;
+        s->srv->stats.recipients += tx->nrcpts;
+        s->messages++;
+    } else {
+        maillog(LOG_WARNING, "MID %llu could not be queued: %s", (unsigned long long)tx->mid,
+                strerror(-err));
+    }
+    if (s->lost) {
+        /* Stored but never acknowledged: it is delivered anyway (the
+         * contract is "at least once"), so it is not "aborted". */
+        tx->mid = 0;
+        s->mode = MODE_CLOSING;
+        sess_free(s);
+        return;
+    }
+    if (err == 0)
+        sess_reply(s, "250 2.0.0 Message %llu accepted", (unsigned long long)tx->mid);
+    else
+        sess_reply(s, "451 4.3.0 Error: queue file write error");
+    tx->mid = 0; /* not aborted: it is queued (or refused) */
+    tx_reset(s, NULL);
+    s->mode = MODE_CMD;
+    if (s->stopping) {
+        sess_reply(s, "421 4.3.2 %s Service shutting down", s->lst->hostname);
+        sess_close(s);
+        return;
+    }
+    sess_process(s);
+    sess_maybe_free(s);
+}
+
+/* Run as many buffered commands / content bytes as the mode allows. */
+static void sess_process(struct session *s)
+{
+    bool progress = true;
+    while (progress) {
+        if (s->errors > s->cfg->limits.max_errors && s->mode == MODE_CMD) {
+            maillog(LOG_INFO, "ICID %llu too many errors (%u), disconnecting",
+                    (unsigned long long)s->icid, s->errors);
+            sess_reply(s, "421 4.7.0 %s Error: too many errors", s->lst->hostname);
+            sess_close(s);
+            return;
+        }
+        switch (s->mode) {
+        case MODE_CMD:
+            progress = sess_read_command(s);
+            break;
+        case MODE_DATA:
+            progress = sess_read_data(s);
+            break;
+        case MODE_BDAT:
+            progress = sess_read_bdat(s);
+            break;
+        default:
+            progress = false;
+            break;
+        }
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------------- */
+
+static void sess_free(struct session *s)
+{
+    struct smtp_server *srv = s->srv;
+    if (s->quit || s->stopping)
+        maillog(LOG_INFO, "ICID %llu close", (unsigned long long)s->icid);
+    else
+        maillog(LOG_INFO, "ICID %llu lost", (unsigned long long)s->icid);
+    tx_reset(s, "");
+    if (s->bev)
+        bufferevent_free(s->bev);
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->lst->sessions--;
+    listener_unref(s->lst);
+    config_unref(s->cfg);
+    free(s);
+    srv->stats.current--;
+    if (srv->stopping && srv->sessions == NULL && srv->shutdown_done) {
+        void (*done)(void *) = srv->shutdown_done;
+        srv->shutdown_done = NULL;
+        done(srv->shutdown_arg);
+    }
+}
+
+/* Free the session if it reached a state where nothing still needs it. */
+static void sess_maybe_free(struct session *s)
+{
+    if (s->mode == MODE_COMMIT)
+        return; /* the spool callback still holds s */
+    if (s->mode != MODE_CLOSING)
+        return;
+    if (s->bev && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 && !s->lost)
+        return;
+    sess_free(s);
+}
+
+static void sess_on_read(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    sess_process(s);
+    sess_maybe_free(s);
+}
+
+/* Replace the plain bufferevent by a TLS one on the same socket, once our
+ * 220 has been written. */
+static void sess_tls_start(struct session *s)
+{
+    struct event_base *base = bufferevent_get_base(s->bev);
+    SSL *ssl = SSL_new(s->lst->tls);
+    bufferevent_free(s->bev);
+    s->bev = NULL;
+    if (ssl == NULL) {
+        maillog(LOG_WARNING, "ICID %llu TLS failed: SSL_new", (unsigned long long)s->icid);
+        s->mode = MODE_CLOSING;
+        s->lost = true;
+        return;
+    }
+    /* CLOSE_ON_FREE: libevent frees the SSL only with it, so from here the
+     * bufferevent owns the socket. */
+    s->bev = bufferevent_openssl_socket_new(base, s->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    s->fd = -1;
+    bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+    bufferevent_setcb(s->bev, sess_on_read, sess_on_write, sess_on_event, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_HIGHWAT);
+    sess_timeouts(s, s->cfg->timeouts.tls_handshake);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+static void sess_on_write(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (s->mode == MODE_TLS && !s->tls_active && bufferevent_openssl_get_ssl(bev) == NULL) {
+        sess_tls_start(s);
+    }
+    sess_maybe_free(s);
+}
+
+static void sess_tls_done(struct session *s)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    s->tls_active = true;
+    snprintf(s->tls_info, sizeof(s->tls_info), "using %s with cipher %s", SSL_get_version(ssl),
+             SSL_get_cipher_name(ssl));
+    maillog(LOG_INFO, "ICID %llu TLS success protocol %s cipher %s", (unsigned long long)s->icid,
+            SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+    s->mode = MODE_CMD;
+    sess_timeouts(s, s->cfg->timeouts.command);
+}
+
+static void sess_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        if (s->mode == MODE_TLS)
+            sess_tls_done(s);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->mode != MODE_CLOSING &&
+        s->mode != MODE_TLS) {
+        maillog(LOG_INFO, "ICID %llu timeout waiting for %s", (unsigned long long)s->icid,
+                s->mode == MODE_CMD ? "a command" : "message data");
+        tx_reset(s, " (timeout)");
+        sess_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->lst->hostname);
+        sess_close(s);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR && s->mode == MODE_TLS && !s->tls_active) {
+        char ebuf[200];
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        if (e)
+            ERR_error_string_n(e, ebuf, sizeof(ebuf));
+        else
+            snprintf(ebuf, sizeof(ebuf), "%s", strerror(EVUTIL_SOCKET_ERROR()));
+        maillog(LOG_INFO, "ICID %llu TLS failed: %s", (unsigned long long)s->icid, ebuf);
+    }
+    /* EOF, error, or a timeout while closing/handshaking: the client is gone. */
+    s->lost = true;
+    if (s->mode == MODE_COMMIT) {
+        bufferevent_disable(bev, EV_READ | EV_WRITE);
+        return; /* sess_committed frees it */
+    }
+    s->mode = MODE_CLOSING;
+    sess_free(s);
+}
+
+/* Refuse a connection over a limit without building a session. */
+static void sess_refuse(struct smtp_server *srv, struct listener *l, int fd, uint64_t icid,
+                        const char *ip)
+{
+    char line[300];
+    int n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections, try again later\r\n",
+                     l->hostname);
+    maillog(LOG_INFO, "ICID %llu Receiving Failed: Connection limit exceeded (address %s)",
+            (unsigned long long)icid, ip);
+    /* Best effort: a non-blocking send of one short line on a fresh socket. */
+    if (write(fd, line, (size_t)n) < 0) {
+        /* nothing to do: the connection is being refused anyway */
+    }
+    close(fd);
+    srv->stats.connections_refused++;
+}
+
+void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sockaddr *sa,
+                        int salen)
+{
+    struct smtp_server *srv = arg;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    uint64_t icid = spool_next_id(srv->spool, SPOOL_ID_ICID);
+    srv->stats.connections++;
+    maillog(LOG_INFO, "New SMTP ICID %llu interface %s (%s) address %s reverse dns host unknown "
+                      "verified no",
+            (unsigned long long)icid, l->name, l->address, ip);
+    if (srv->stopping || l->sessions >= srv->cfg->limits.max_connections) {
+        sess_refuse(srv, l, fd, icid, ip);
+        return;
+    }
+    struct session *s = xcalloc(1, sizeof(*s));
+    s->srv = srv;
+    s->fd = fd;
+    s->icid = icid;
+    s->lst = listener_ref(l);
+    s->cfg = config_ref(srv->cfg);
+    memcpy(s->ip, ip, sizeof(ip));
+    l->sessions++;
+    srv->stats.current++;
+    s->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+
+    evutil_make_socket_nonblocking(fd);
+    s->bev = bufferevent_socket_new(srv->base, fd, 0);
+    bufferevent_setcb(s->bev, sess_on_read, sess_on_write, sess_on_event, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_HIGHWAT);
+    sess_timeouts(s, s->cfg->timeouts.command);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    s->mode = MODE_CMD;
+    sess_reply(s, "220 %s ESMTP Postern", l->hostname);
+}
+
+/* ---- server ------------------------------------------------------------------- */
+
+struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool,
+                                    struct config *cfg)
+{
+    struct smtp_server *srv = xcalloc(1, sizeof(*srv));
+    srv->base = base;
+    srv->spool = spool;
+    srv->cfg = config_ref(cfg);
+    return srv;
+}
+
+void smtp_server_set_config(struct smtp_server *srv, struct config *cfg)
+{
+    config_ref(cfg);
+    config_unref(srv->cfg);
+    srv->cfg = cfg;
+}
+
+void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void *arg)
+{
+    struct session *s, *next;
+    srv->stopping = true;
+    srv->shutdown_done = done;
+    srv->shutdown_arg = arg;
+    for (s = srv->sessions; s; s = next) {
+        next = s->next;
+        s->stopping = true;
+        if (s->mode == MODE_COMMIT || s->mode == MODE_CLOSING)
+            continue;
+        tx_reset(s, " (shutdown)");
+        sess_reply(s, "421 4.3.2 %s Service shutting down", s->lst->hostname);
+        sess_close(s);
+        sess_maybe_free(s);
+    }
+    if (srv->sessions == NULL && srv->shutdown_done) {
+        srv->shutdown_done = NULL;
+        done(arg);
+    }
+}
+
+void smtp_server_abort_all(struct smtp_server *srv)
+{
+    struct session *s, *next;
+    for (s = srv->sessions; s; s = next) {
+        next = s->next;
+        s->lost = true;
+        s->stopping = true;
+        /* A session whose message is with the spool worker is freed by the
+         * commit callback, which spool_close() still runs. */
+        if (s->mode == MODE_COMMIT)
+            continue;
+        s->mode = MODE_CLOSING;
+        sess_free(s);
+    }
+}
+
+const struct smtp_server_stats *smtp_server_stats(const struct smtp_server *srv)
+{
+    return &srv->stats;
+}
+
+void smtp_server_free(struct smtp_server *srv)
+{
+    if (srv == NULL)
+        return;
+    smtp_server_abort_all(srv);
+    config_unref(srv->cfg);
+    free(srv);
+}

@@ -1,0 +1,50 @@
+/*
+ * smtp_server: inbound SMTP sessions (RFC 5321 server side) on the loop.
+ *
+ * Owns every inbound session: accepts a connection from a listener, speaks
+ * ESMTP (PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, STARTTLS,
+ * CHUNKING, SMTPUTF8), streams the message into a spool message and answers
+ * "250" only from the spool's commit callback. See smtp_server.c for the
+ * session state machine.
+ */
+#ifndef POSTERN_SMTP_SERVER_H
+#define POSTERN_SMTP_SERVER_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct config;
+struct spool;
+struct listener;
+struct smtp_server;
+
+/* Counters since start (status commands read them). */
+struct smtp_server_stats {
+    uint64_t connections;        /* accepted */
+    uint64_t connections_refused; /* over a connection limit */
+    uint64_t messages;           /* queued */
+    uint64_t recipients;         /* in queued messages */
+    uint64_t rejected_recipients;
+    uint64_t aborted_messages;
+    uint32_t current;            /* sessions now */
+};
+
+struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool,
+                                    struct config *cfg);
+/* New sessions use cfg from now on (takes a reference); running sessions
+ * keep the configuration they started with. */
+void smtp_server_set_config(struct smtp_server *srv, struct config *cfg);
+/* listener_accept_fn: ctx is the server. */
+void smtp_server_accept(void *srv, struct listener *l, int fd, const struct sockaddr *sa,
+                        int salen);
+/* Begin a graceful stop: idle sessions get 421 and close, a session whose
+ * message is being committed gets its 250 first. done() is called once no
+ * session remains (at once if there are none). */
+void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void *arg);
+/* Drop every remaining session now (after the shutdown grace period). */
+void smtp_server_abort_all(struct smtp_server *srv);
+const struct smtp_server_stats *smtp_server_stats(const struct smtp_server *srv);
+void smtp_server_free(struct smtp_server *srv);
+
+#endif
