@@ -64,8 +64,8 @@ def suite_format():
     record("format", "clang-format", r.returncode == 0, r.stdout[-3000:])
 
 
-def unit_tests(suite, builddir, env=None):
-    if not build(builddir, env and ["-Db_sanitize=address,undefined", "-Db_lundef=false"] or []):
+def unit_tests(suite, builddir, meson_opts=(), env=None):
+    if not build(builddir, list(meson_opts)):
         record(suite, "build", False)
         return
     record(suite, "build", True)
@@ -73,7 +73,7 @@ def unit_tests(suite, builddir, env=None):
         if not os.access(exe, os.X_OK) or os.path.isdir(exe):
             continue
         name = os.path.basename(exe)
-        e = {"CMOCKA_MESSAGE_OUTPUT": "TAP"}
+        e = {"CMOCKA_MESSAGE_OUTPUT": "TAP", "POSTERN_SRCDIR": ROOT}
         e.update(env or {})
         try:
             r = run([exe], env=e, timeout=300)
@@ -142,7 +142,9 @@ def suite_integration():
 SUITES = {
     "format": suite_format,
     "unit": lambda: unit_tests("unit", "build"),
-    "unit-asan": lambda: unit_tests("unit-asan", "build-asan", SAN_ENV),
+    "unit-asan": lambda: unit_tests("unit-asan", "build-asan",
+                                    ["-Db_sanitize=address,undefined", "-Db_lundef=false"],
+                                    SAN_ENV),
     "fuzz": suite_fuzz,
     "integration": suite_integration,
 }

@@ -49,6 +49,34 @@
  *     servers: [127.0.0.1:53]       [from /etc/resolv.conf] "ip" or "ip:port"
  *     timeout: 2s                   [2s] per query
  *     attempts: 2                   [2]
+ *   smtp_routes:                    [none] receiving domain -> destination hosts
+ *     - domain: example.com         (required) exact, ".example.com" (any
+ *                                   subdomain), or ALL (the default route)
+ *       hosts:                      (required) a list, or USEDNS (deliver by MX),
+ *                                   or /dev/null (drop, logged)
+ *         - host: 192.168.0.10      (required) IPv4/IPv6 literal or host name
+ *           port: 25                [25]
+ *           priority: 0             [0] 0..65535, lowest first; equal = round robin
+ *   destination_controls:           per receiving domain; "default" always exists
+ *     - domain: default             (required) "default", exact or ".suffix"
+ *       max_connections: 20         [20] concurrent outbound connections
+ *       max_messages_per_connection: 50   [50]
+ *       max_recipients_per_message: 100   [100] RCPTs in one transaction
+ *       tls: preferred              [preferred] none | preferred | required
+ *       bounce_profile: default     [default]
+ *   bounce_profiles:                "default" always exists
+ *     - name: default               (required)
+ *       max_retries: 100            [100]
+ *       max_queue_time: 72h         [72h]
+ *       initial_retry: 60s          [60s]
+ *       max_retry: 1h               [1h] waits double from initial to max
+ *   delivery:
+ *     helo_name: mx.example.com     [hostname]
+ *     connect_timeout: 30s          [30s]
+ *     command_timeout: 5m           [5m] RFC 5321 4.5.3.2
+ *     data_block_timeout: 3m        [3m]
+ *     data_done_timeout: 10m        [10m]
+ *     bounce_max_original: 100K     [100K] DSNs include the original up to this size
  */
 #ifndef POSTERN_CORE_CONFIG_H
 #define POSTERN_CORE_CONFIG_H
@@ -97,6 +125,50 @@ struct cfg_resolver {
     uint32_t attempts;
 };
 
+
+enum cfg_route_kind { ROUTE_HOSTS, ROUTE_USEDNS, ROUTE_DEVNULL };
+
+struct cfg_route_host {
+    char *host; /* IP literal or host name (lower-cased) */
+    uint16_t port;
+    uint16_t priority;
+};
+
+struct cfg_route {
+    char *domain; /* lower-cased; ".suffix", exact, or "ALL" */
+    enum cfg_route_kind kind;
+    struct cfg_route_host *hosts; /* sorted by priority (stable) */
+    size_t nhosts;
+};
+
+enum cfg_tls_policy { CFG_TLS_NONE, CFG_TLS_PREFERRED, CFG_TLS_REQUIRED };
+
+struct cfg_dest_control {
+    char *domain; /* "default", exact, or ".suffix" (lower-cased) */
+    uint32_t max_connections;
+    uint32_t max_messages_per_connection;
+    uint32_t max_recipients_per_message;
+    enum cfg_tls_policy tls;
+    char *bounce_profile; /* name of an entry in bounce_profiles */
+};
+
+struct cfg_bounce_profile {
+    char *name;
+    uint32_t max_retries;
+    uint64_t max_queue_time; /* ms */
+    uint64_t initial_retry;  /* ms */
+    uint64_t max_retry;      /* ms */
+};
+
+struct cfg_delivery {
+    char *helo_name; /* defaults to hostname */
+    uint64_t connect_timeout; /* ms */
+    uint64_t command_timeout;
+    uint64_t data_block_timeout;
+    uint64_t data_done_timeout;
+    uint64_t bounce_max_original; /* bytes */
+};
+
 struct config {
     int refs;
     char *file; /* path it was loaded from */
@@ -112,6 +184,13 @@ struct config {
     struct cfg_timeouts timeouts;
     struct cfg_spool spool;
     struct cfg_resolver resolver;
+    struct cfg_route *routes; /* in file order */
+    size_t nroutes;
+    struct cfg_dest_control *dest_controls; /* [0] is "default" */
+    size_t ndest_controls;
+    struct cfg_bounce_profile *bounce_profiles; /* [0] is "default" */
+    size_t nbounce_profiles;
+    struct cfg_delivery delivery;
 };
 
 struct config_error {
@@ -140,5 +219,16 @@ void config_dump(const struct config *cfg, FILE *out);
 /* True if domain (len bytes, any case, no trailing dot) is a relay domain:
  * equal to an entry, or below an entry that starts with '.'. */
 bool config_is_relay_domain(const struct config *cfg, const char *domain, size_t len);
+
+/* The route for a recipient domain (lower-case): an exact entry wins, then
+ * the longest ".suffix" entry, then ALL; NULL when none applies (deliver
+ * by MX). */
+const struct cfg_route *config_route_for(const struct config *cfg, const char *domain);
+/* The destination controls for a domain: exact, longest suffix, default. */
+const struct cfg_dest_control *config_dest_control_for(const struct config *cfg,
+                                                       const char *domain);
+/* A bounce profile by name (never NULL for a name a dest control uses). */
+const struct cfg_bounce_profile *config_bounce_profile(const struct config *cfg,
+                                                       const char *name);
 
 #endif

@@ -108,6 +108,9 @@ bool spool_low_space(struct spool *sp);
 
 /* Messages and recipients currently stored (after recovery and commits). */
 void spool_counts(const struct spool *sp, uint64_t *msgs, uint64_t *rcpts);
+/* Transactions the commit worker has committed since open (a batch of
+ * messages and/or ID reservations each); for tests and statistics. */
+uint64_t spool_stats_batches(const struct spool *sp);
 
 /* Build a message. */
 struct spool_msg *spool_msg_new(struct spool *sp, uint64_t mid);

@@ -88,4 +88,10 @@ smtp_relay_check(const struct smtp_path *rcpt,
 /* Short text for a verdict, for logs ("foreign domain", ...). */
 const char *smtp_relay_verdict_text(enum smtp_relay_verdict v);
 
+/* Length in octets of the well-formed UTF-8 character (RFC 3629 section 4:
+ * no overlong forms, no surrogates, nothing above U+10FFFF) that starts at s,
+ * 1 for an ASCII byte, or 0 if s[0..len) does not start with one. Shared by
+ * the address parser and the esmtp-value check (RFC 6531 UTF8-non-ascii). */
+size_t smtp_utf8_char_len(const char *s, size_t len);
+
 #endif

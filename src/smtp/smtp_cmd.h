@@ -78,7 +78,7 @@ enum smtp_mailrcpt_status {
 /* Split the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path>
  * params"). prefix is "FROM:" or "TO:" (matched case-insensitively; RFC 5321
  * forbids the space some clients put after the colon, but it is tolerated as
- * every major MTA does). On success *path/*path_len cover the path including
+ * every major MTA does). On success *path and *path_len cover the path including
  * its angle brackets, ready for smtp_path_parse(). */
 enum smtp_mailrcpt_status smtp_mailrcpt_split(const char *arg, size_t len, const char *prefix,
                                               const char **path, size_t *path_len,

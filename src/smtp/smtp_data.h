@@ -52,8 +52,14 @@ void smtp_data_init(struct smtp_data *d, enum smtp_data_mode mode, size_t max_li
  * than len only in DATA mode when the terminator was reached (d->done is then
  * true and the terminator is included in the count; the rest belongs to the
  * next command). The terminator's leading CRLF is part of the content (the
- * last line's end); ".\r\n" is not. */
+ * last line's end); ".\r\n" is not. in and out may be the same buffer (in
+ * place): each output octet is written at or before the position of the
+ * input octet it comes from. */
 size_t smtp_data_feed(struct smtp_data *d, const char *in, size_t len, char *out, size_t *outlen);
+
+/* BDAT mode: call once after the LAST chunk. A CR at the very end of the
+ * data has no successor yet, so it can only be flagged as bare here. */
+void smtp_data_finish(struct smtp_data *d);
 
 /* Short description of the first set flag, for replies and logs. */
 const char *smtp_data_flag_text(unsigned flags);

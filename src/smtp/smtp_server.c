@@ -97,6 +97,8 @@ struct tx {
     uint64_t bdat_left;  /* octets of the current chunk still to read */
     bool bdat_last;
     bool bdat_discard;   /* chunk refused: read and drop its octets */
+    int64_t received_ms; /* when the content ended (the envelope's time) */
+    uint64_t stored_size; /* octets stored, Received header included */
     const char *bdat_refusal; /* reply for a discarded chunk */
 };
 
@@ -130,6 +132,8 @@ struct smtp_server {
     struct config *cfg;
     struct session *sessions;
     struct smtp_server_stats stats;
+    smtp_server_queue_fn queue_fn;
+    void *queue_ctx;
     void (*shutdown_done)(void *);
     void *shutdown_arg;
     bool stopping;
@@ -792,14 +796,17 @@ static bool sess_read_bdat(struct session *s)
         sess_reply(s, "%s", tx->bdat_refusal);
         return true;
     }
-    if (tx->bdat_last)
+    if (tx->bdat_last) {
+        smtp_data_finish(&tx->data);
         tx_end_content(s);
+    }
     else
         sess_reply(s, "250 2.0.0 %llu octets received", (unsigned long long)tx->size);
     return true;
 }
 
 static void sess_committed(void *arg, int err);
+static void tx_envelope(struct session *s, struct spool_envelope *env);
 
 /* The reply refusing a finished message's content, or NULL if it is fine. */
 static const char *tx_content_refusal(struct session *s)
@@ -846,7 +853,26 @@ static void tx_end_content(struct session *s)
             (unsigned long long)spool_msg_size(tx->msg),
             sess_log_addr(esc, sizeof(esc), tx->sender));
 
-    struct spool_envelope env = {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    tx->received_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    tx->stored_size = spool_msg_size(tx->msg);
+    struct spool_envelope env;
+    tx_envelope(s, &env);
+    spool_msg_set_envelope(tx->msg, &env);
+    for (size_t i = 0; i < tx->nrcpts; i++)
+        spool_msg_add_rcpt(tx->msg, tx->rcpts[i], NULL, SPOOL_NOTIFY_DEFAULT);
+    struct spool_msg *m = tx->msg;
+    tx->msg = NULL;
+    s->mode = MODE_COMMIT;
+    spool_msg_commit(m, sess_committed, s);
+}
+
+/* The envelope of the current transaction (strings point into s). */
+static void tx_envelope(struct session *s, struct spool_envelope *env)
+{
+    struct tx *tx = &s->tx;
+    *env = (struct spool_envelope){
         .mid = tx->mid,
         .icid = s->icid,
         .sender = tx->sender,
@@ -857,17 +883,8 @@ static void tx_end_content(struct session *s)
         .listener = s->lst->name,
         .message_id = tx->hdr->have_message_id ? tx->hdr->message_id : NULL,
         .subject = tx->hdr->have_subject ? tx->hdr->subject : NULL,
+        .received_ms = tx->received_ms,
     };
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    env.received_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-    spool_msg_set_envelope(tx->msg, &env);
-    for (size_t i = 0; i < tx->nrcpts; i++)
-        spool_msg_add_rcpt(tx->msg, tx->rcpts[i], NULL, SPOOL_NOTIFY_DEFAULT);
-    struct spool_msg *m = tx->msg;
-    tx->msg = NULL;
-    s->mode = MODE_COMMIT;
-    spool_msg_commit(m, sess_committed, s);
 }
 
 /* The spool's verdict on the message: the only place "250" is sent. */
@@ -880,6 +897,11 @@ static void sess_committed(void *arg, int err)
         s->srv->stats.messages++;
         s->srv->stats.recipients += tx->nrcpts;
         s->messages++;
+        if (s->srv->queue_fn) {
+            struct spool_envelope env;
+            tx_envelope(s, &env);
+            s->srv->queue_fn(s->srv->queue_ctx, &env, tx->stored_size, tx->rcpts, tx->nrcpts);
+        }
     } else {
         maillog(LOG_WARNING, "MID %llu could not be queued: %s", (unsigned long long)tx->mid,
                 strerror(-err));
@@ -1142,6 +1164,12 @@ struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool
     srv->spool = spool;
     srv->cfg = config_ref(cfg);
     return srv;
+}
+
+void smtp_server_set_queue(struct smtp_server *srv, smtp_server_queue_fn fn, void *ctx)
+{
+    srv->queue_fn = fn;
+    srv->queue_ctx = ctx;
 }
 
 void smtp_server_set_config(struct smtp_server *srv, struct config *cfg)

@@ -10,6 +10,7 @@
 #ifndef POSTERN_SMTP_SERVER_H
 #define POSTERN_SMTP_SERVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -35,6 +36,12 @@ struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool
 /* New sessions use cfg from now on (takes a reference); running sessions
  * keep the configuration they started with. */
 void smtp_server_set_config(struct smtp_server *srv, struct config *cfg);
+/* Called after each message became durable, with its envelope (strings
+ * valid during the call) and size: the delivery queue's entry point. */
+struct spool_envelope;
+typedef void (*smtp_server_queue_fn)(void *ctx, const struct spool_envelope *env, uint64_t size,
+                                     char *const *rcpts, size_t nrcpts);
+void smtp_server_set_queue(struct smtp_server *srv, smtp_server_queue_fn fn, void *ctx);
 /* listener_accept_fn: ctx is the server. */
 void smtp_server_accept(void *srv, struct listener *l, int fd, const struct sockaddr *sa,
                         int salen);

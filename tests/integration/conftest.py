@@ -15,11 +15,16 @@ import socket
 import sqlite3
 import subprocess
 import time
+import zlib
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POSTERND = os.environ.get("POSTERND", os.path.join(ROOT, "build", "posternd"))
+SAN_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+}
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "SUMMARY: UndefinedBehaviorSanitizer")
 
@@ -97,6 +102,10 @@ class Gateway:
                 "port": self.port, "hostname": "mx.gw.test"}],
             "limits": {"max_errors": 20},
             "spool": {"min_free_space": 1},
+            # Never the system resolver: a loopback port where nothing
+            # answers, so that nothing ever leaves the machine.
+            "resolver": {"servers": [f"127.0.0.1:{free_port()}"], "timeout": "1s",
+                         "attempts": 1},
         }
         if overrides:
             deep_update(self.cfg, overrides)
@@ -110,8 +119,11 @@ class Gateway:
 
     def start(self, wait=True):
         self.stderr = open(self.stderr_path, "ab")
+        env = dict(os.environ)
+        for k, v in SAN_ENV.items():
+            env.setdefault(k, v)
         self.proc = subprocess.Popen([POSTERND, "-c", self.cfg_path], stdout=self.stderr,
-                                     stderr=self.stderr, cwd=self.dir)
+                                     stderr=self.stderr, cwd=self.dir, env=env)
         if wait:
             self.wait_port()
         return self
@@ -171,6 +183,10 @@ class Gateway:
 
     def hup(self):
         self.proc.send_signal(signal.SIGHUP)
+
+    @property
+    def pid(self):
+        return self.proc.pid
 
     # ---- logs ----
     def log(self):
@@ -295,6 +311,69 @@ class RawSMTP:
 
     def close(self):
         self.sock.close()
+
+    def expect(self, text, code, enhanced=None):
+        """Send one command and assert its reply code (and enhanced code)."""
+        got, lines = self.cmd(text) if text is not None else self.reply()
+        assert got == code, f"{text!r}: expected {code}, got {got} {lines}"
+        if enhanced is not None:
+            assert lines[-1].startswith(enhanced + " "), \
+                f"{text!r}: expected {enhanced}, got {got} {lines}"
+        return lines
+
+    def ehlo(self, name="client.test"):
+        return self.expect(f"EHLO {name}", 250)
+
+    def message(self, sender, rcpts, content, helo="client.test", stuffed=False):
+        """One whole DATA transaction; content is sent dot-stuffed and must end
+        with CRLF. Returns the final (code, lines)."""
+        if helo:
+            self.ehlo(helo)
+        self.expect(f"MAIL FROM:<{sender}>", 250, "2.1.0")
+        for r in rcpts:
+            self.expect(f"RCPT TO:<{r}>", 250, "2.1.5")
+        self.expect("DATA", 354)
+        self.send((content if stuffed else dot_stuff(content)) + b".\r\n")
+        return self.reply()
+
+
+def dot_stuff(content):
+    """RFC 5321 4.5.2 transparency for CRLF text."""
+    if content.startswith(b"."):
+        content = b"." + content
+    return content.replace(b"\r\n.", b"\r\n..")
+
+
+RECEIVED_RE = re.compile(
+    rb"Received: from (?P<helo>\S+) \(unknown \[127\.0\.0\.1\]\)\r\n"
+    rb"\tby mx\.gw\.test \(Postern\)(?:\r\n\t\((?P<tls>using [^)\r\n]*)\))?"
+    rb" with (?P<proto>[A-Z0-9]+) id (?P<mid>\d+)"
+    rb"(?:\r\n\tfor <(?P<rcpt>[^>\r\n]*)>)?"
+    rb"; (?P<date>[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4})\r\n")
+
+
+def split_received(body):
+    """(match of our Received header, the bytes after it); fails if the body
+    does not start with exactly our header."""
+    m = RECEIVED_RE.match(body)
+    assert m, f"spooled body does not start with our Received header: {body[:400]!r}"
+    return m, body[m.end():]
+
+
+def assert_spooled(msg, content, helo="client.test", rcpt=None, proto="ESMTP"):
+    """msg (a spool_messages() row) holds our Received header then exactly content."""
+    m, rest = split_received(msg["body"])
+    assert rest == content, f"spooled content differs:\n{rest[:600]!r}\n!=\n{content[:600]!r}"
+    assert m.group("helo") == helo.encode()
+    assert m.group("proto") == proto.encode()
+    assert int(m.group("mid")) == msg["mid"]
+    if rcpt is None:
+        assert m.group("rcpt") is None, "Received names a recipient of a multi-recipient message"
+    else:
+        assert m.group("rcpt") == rcpt.encode()
+    assert msg["size"] == len(msg["body"])
+    assert msg["crc32"] & 0xffffffff == zlib.crc32(msg["body"])
+    return m
 
 
 @pytest.fixture(scope="session")
