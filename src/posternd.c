@@ -33,6 +33,8 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "dns/resolver.h"
+#include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "smtp/listener.h"
 #include "smtp/smtp_server.h"
@@ -45,6 +47,8 @@ struct daemon {
     struct config *cfg;
     struct listener_set *listeners;
     struct spool *spool;
+    struct resolver *resolver;
+    struct scheduler *sched;
     struct smtp_server *smtp;
     struct event *flush_ev;
     struct event *sig_hup, *sig_term, *sig_int;
@@ -197,7 +201,10 @@ static void on_sighup(evutil_socket_t fd, short what, void *arg)
     }
     if (strcmp(cfg->log_dir, D.cfg->log_dir) != 0 && maillog_reopen(cfg->log_dir) < 0)
         maillog(LOG_WARNING, "Cannot open mail_logs in %s; keeping the old one", cfg->log_dir);
+    if (resolver_reconfigure(D.resolver, &cfg->resolver, msg, sizeof(msg)) < 0)
+        maillog(LOG_WARNING, "Resolver keeps its old servers: %s", msg);
     smtp_server_set_config(D.smtp, cfg);
+    scheduler_set_config(D.sched, cfg);
     config_unref(D.cfg);
     D.cfg = cfg;
     maillog(LOG_INFO, "Configuration reloaded from %s", cfg->file);
@@ -237,8 +244,7 @@ static int daemon_start(void)
     };
     int rc = maillog_open(D.cfg->log_dir);
     if (rc < 0) {
-        fprintf(stderr, "posternd: cannot open %s/mail_logs: %s\n", D.cfg->log_dir,
-                strerror(-rc));
+        fprintf(stderr, "posternd: cannot open %s/mail_logs: %s\n", D.cfg->log_dir, strerror(-rc));
         return -1;
     }
     D.spool = spool_open(D.base, &sp, err, sizeof(err));
@@ -246,15 +252,35 @@ static int daemon_start(void)
         maillog(LOG_CRITICAL, "Cannot open spool %s: %s", D.cfg->spool_dir, err);
         return -1;
     }
+    D.resolver = resolver_new(D.base, &D.cfg->resolver, err, sizeof(err));
+    if (D.resolver == NULL) {
+        maillog(LOG_CRITICAL, "Cannot start the resolver: %s", err);
+        return -1;
+    }
+    D.sched = scheduler_new(D.base, D.spool, D.resolver, D.cfg);
+    if (scheduler_load(D.sched) < 0)
+        maillog(LOG_WARNING, "Some queued messages could not be loaded; see above");
     return 0;
+}
+
+/* The SMTP server's hook: a message became durable, queue it. */
+static void on_queued(void *ctx, const struct spool_envelope *env, uint64_t size,
+                      char *const *rcpts, size_t nrcpts)
+{
+    scheduler_add(ctx, env, size, rcpts, nrcpts);
 }
 
 static void daemon_stop(void)
 {
     if (D.smtp)
         smtp_server_abort_all(D.smtp);
+    if (D.sched)
+        scheduler_shutdown(D.sched); /* connections dropped, results flushed */
     if (D.spool)
         spool_close(D.spool); /* runs the last commit callbacks */
+    scheduler_free(D.sched);
+    if (D.resolver)
+        resolver_free(D.resolver);
     smtp_server_free(D.smtp);
     listener_set_free(D.listeners);
     maillog(LOG_INFO, "posternd stopped");
@@ -328,6 +354,7 @@ int main(int argc, char **argv)
     }
     maillog_set_flush_hook(flush_hook);
     D.smtp = smtp_server_new(D.base, D.spool, D.cfg);
+    smtp_server_set_queue(D.smtp, on_queued, D.sched);
     /* The sockets were bound before the server existed (and before the
      * privilege drop); no connection is dispatched until the loop runs. */
     listener_set_handler(D.listeners, smtp_server_accept, D.smtp);

@@ -91,7 +91,7 @@ enum listener_type { LISTENER_PUBLIC, LISTENER_PRIVATE };
 struct cfg_listener {
     char *name;
     enum listener_type type;
-    char *address;  /* numeric IPv4/IPv6 literal */
+    char *address; /* numeric IPv4/IPv6 literal */
     uint16_t port;
     char *hostname; /* never NULL after load: defaults to config hostname */
     char *tls_cert; /* NULL when no TLS */
@@ -124,7 +124,6 @@ struct cfg_resolver {
     uint64_t timeout; /* ms */
     uint32_t attempts;
 };
-
 
 enum cfg_route_kind { ROUTE_HOSTS, ROUTE_USEDNS, ROUTE_DEVNULL };
 
@@ -161,7 +160,7 @@ struct cfg_bounce_profile {
 };
 
 struct cfg_delivery {
-    char *helo_name; /* defaults to hostname */
+    char *helo_name;          /* defaults to hostname */
     uint64_t connect_timeout; /* ms */
     uint64_t command_timeout;
     uint64_t data_block_timeout;
@@ -228,7 +227,6 @@ const struct cfg_route *config_route_for(const struct config *cfg, const char *d
 const struct cfg_dest_control *config_dest_control_for(const struct config *cfg,
                                                        const char *domain);
 /* A bounce profile by name (never NULL for a name a dest control uses). */
-const struct cfg_bounce_profile *config_bounce_profile(const struct config *cfg,
-                                                       const char *name);
+const struct cfg_bounce_profile *config_bounce_profile(const struct config *cfg, const char *name);
 
 #endif

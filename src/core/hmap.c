@@ -42,8 +42,7 @@ void hmap_free(struct hmap *m)
     hmap_init(m);
 }
 
-static size_t hmap_find(const struct hmap *m, const char *key, size_t len, uint64_t h,
-                        bool *found)
+static size_t hmap_find(const struct hmap *m, const char *key, size_t len, uint64_t h, bool *found)
 {
     size_t mask = m->cap - 1, i = h & mask;
     while (m->slots[i].key != NULL) {

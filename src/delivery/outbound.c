@@ -205,8 +205,7 @@ static bool cand_from_ip(struct cand *k, const char *host, const char *ip, uint1
     return true;
 }
 
-static void cand_add(struct conn *c, const char *host, const char *ip, uint16_t port,
-                     uint32_t prio)
+static void cand_add(struct conn *c, const char *host, const char *ip, uint16_t port, uint32_t prio)
 {
     if (c->ncands < OB_MAX_CANDS && cand_from_ip(&c->cands[c->ncands], host, ip, port, prio))
         c->ncands++;
@@ -305,8 +304,8 @@ static void lookups_start(struct conn *c)
     /* snapshot: callbacks never run from inside resolver_query */
     size_t n = c->nlookups;
     for (size_t i = 0; i < n; i++)
-        c->lookups[i].id = resolver_query(res, c->lookups[i].host, c->lookups[i].type, on_addr,
-                                          &c->lookups[i]);
+        c->lookups[i].id =
+            resolver_query(res, c->lookups[i].host, c->lookups[i].type, on_addr, &c->lookups[i]);
 }
 
 static void on_mx(void *arg, const struct dns_answer *ans)
@@ -332,8 +331,8 @@ static void on_mx(void *arg, const struct dns_answer *ans)
         conn_free(c);
         return;
     default:
-        snprintf(diag, sizeof(diag), "DNS temporary failure looking up MX for %s: %s",
-                 d->domain, dns_status_str(ans->status));
+        snprintf(diag, sizeof(diag), "DNS temporary failure looking up MX for %s: %s", d->domain,
+                 dns_status_str(ans->status));
         fail_all(c, false, Q_HARD_OTHER, "4.4.3", diag);
         conn_free(c);
         return;
@@ -387,15 +386,15 @@ static void conn_resolve(struct conn *c)
 static const char *stage_name(enum smtp_client_stage st)
 {
     static const char *const names[] = {
-        [SC_CONNECT] = "connect", [SC_BANNER] = "banner", [SC_EHLO] = "EHLO",
+        [SC_CONNECT] = "connect",   [SC_BANNER] = "banner",     [SC_EHLO] = "EHLO",
         [SC_STARTTLS] = "STARTTLS", [SC_TLS] = "TLS handshake", [SC_MAIL] = "MAIL",
-        [SC_RCPT] = "RCPT", [SC_DATA] = "DATA", [SC_DOT] = "end of data", [SC_QUIT] = "QUIT"};
+        [SC_RCPT] = "RCPT",         [SC_DATA] = "DATA",         [SC_DOT] = "end of data",
+        [SC_QUIT] = "QUIT"};
     return names[st];
 }
 
 /* Log a failed candidate the appliance way and remember why. */
-static void conn_error(struct conn *c, const char *details, const char *reason,
-                       const char *status)
+static void conn_error(struct conn *c, const char *details, const char *reason, const char *status)
 {
     const struct cand *k = &c->cands[c->ci];
     /* details are ours, or a reply already escaped by smtp_reply_format() */
@@ -428,6 +427,8 @@ static void on_failed(void *arg, struct smtp_client *cl, const struct smtp_clien
         reason = "TLS policy";
     } else if (e->timeout) {
         snprintf(details, sizeof(details), "timeout at %s", stage_name(e->stage));
+    } else if (e->detail[0]) {
+        snprintf(details, sizeof(details), "%s at %s", e->detail, stage_name(e->stage));
     } else {
         snprintf(details, sizeof(details), "%s at %s",
                  e->sys_errno ? strerror(e->sys_errno) : "connection lost", stage_name(e->stage));
@@ -440,8 +441,9 @@ static void on_failed(void *arg, struct smtp_client *cl, const struct smtp_clien
     conn_try_next(c);
 }
 
-/* Open the body and start a transaction for the current batch. */
-static void conn_send(struct conn *c)
+/* Open the body and start a transaction for the current batch. Returns
+ * false if the connection had to be closed (c is freed). */
+static bool conn_send(struct conn *c)
 {
     struct q_msg *m = c->batch[0]->msg;
     const char *rcpts[OB_MAX_BATCH];
@@ -454,7 +456,7 @@ static void conn_send(struct conn *c)
         smtp_client_quit(c->cl);
         c->cl = NULL;
         conn_free(c);
-        return;
+        return false;
     }
     c->body_open = true;
     for (size_t i = 0; i < c->nbatch; i++)
@@ -474,6 +476,7 @@ static void conn_send(struct conn *c)
             (unsigned long long)m->mid, rids);
     c->st = C_SENDING;
     smtp_client_send(c->cl, &msg);
+    return true;
 }
 
 static void on_ready(void *arg, struct smtp_client *cl)
@@ -497,7 +500,9 @@ static void on_ready(void *arg, struct smtp_client *cl)
         conn_free(c);
         return;
     }
-    conn_send(c);
+    /* more work waiting: open the next connection (slow start) */
+    if (conn_send(c))
+        scheduler_kick(c->ob->s, c->d);
 }
 
 /* Format a reply for logs and DSNs; status defaults by class. */
@@ -526,7 +531,7 @@ static void on_done(void *arg, struct smtp_client *cl, const struct smtp_client_
     /* 4xx to MAIL: this host cannot take mail now; the batch fails over */
     if (res->stage == SC_MAIL && res->mail.code >= 400 && res->mail.code < 500) {
         reply_text(&res->mail, status, sizeof(status), diag, sizeof(diag));
-        char details[700];
+        char details[720];
         snprintf(details, sizeof(details), "MAIL %s", diag);
         conn_error(c, details, "unexpected SMTP response", status);
         smtp_client_quit(cl);
@@ -557,8 +562,8 @@ static void on_done(void *arg, struct smtp_client *cl, const struct smtp_client_
     if (ndelivered > 0) {
         char esc[700];
         rid_list(c->batch, c->nbatch, delivered, rids, sizeof(rids));
-        maillog(LOG_INFO, "Message done DCID %llu MID %llu to RID %s",
-                (unsigned long long)c->dcid, (unsigned long long)m->mid, rids);
+        maillog(LOG_INFO, "Message done DCID %llu MID %llu to RID %s", (unsigned long long)c->dcid,
+                (unsigned long long)m->mid, rids);
         const char *line = smtp_reply_line(&res->data, 0);
         char resp[600];
         snprintf(resp, sizeof(resp), "%s", line ? line : "");

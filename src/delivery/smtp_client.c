@@ -643,6 +643,8 @@ static void tls_start(struct smtp_client *c)
     c->bev = bufferevent_openssl_socket_new(c->base, c->fd, ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
+        /* only on allocation failure; libevent versions differ on whether
+         * the SSL is freed here, so it is left (a leak beats a double free) */
         fail_sys(c, ENOMEM, false, false, "TLS: bufferevent_openssl_socket_new failed");
         return;
     }
@@ -899,8 +901,7 @@ static void body_pump(struct smtp_client *c)
             err_init(c, err);
             err->sys_errno = e;
             err->local_io = true;
-            snprintf(err->detail, sizeof(err->detail), "reading the message body: %s",
-                     strerror(e));
+            snprintf(err->detail, sizeof(err->detail), "reading the message body: %s", strerror(e));
             /* the message is half sent: only closing keeps it undelivered */
             client_fail(c, err);
             free(err);
@@ -939,8 +940,9 @@ static void client_dispatch(struct smtp_client *c)
 {
     reply_fn fn = client_states[c->state].on_reply;
     if (fn == NULL) {
-        fail_reply(c, false, c->state == CS_READY ? "unexpected SMTP response while idle"
-                                                  : "unexpected SMTP response");
+        fail_reply(c, false,
+                   c->state == CS_READY ? "unexpected SMTP response while idle"
+                                        : "unexpected SMTP response");
         return;
     }
     fn(c);

@@ -60,15 +60,15 @@ enum smtp_client_stage {
 };
 
 struct smtp_client_params {
-    uint64_t dcid;                 /* for logs */
-    const char *helo_name;         /* our name in EHLO */
-    const char *host;              /* the peer's name (route/MX host), logs and SNI */
-    const struct sockaddr *addr;   /* the one address to connect to */
+    uint64_t dcid;               /* for logs */
+    const char *helo_name;       /* our name in EHLO */
+    const char *host;            /* the peer's name (route/MX host), logs and SNI */
+    const struct sockaddr *addr; /* the one address to connect to */
     socklen_t addrlen;
     enum smtp_tls_policy tls;
-    SSL_CTX *tls_ctx;              /* client context; may be NULL when tls is NONE */
-    uint64_t connect_timeout_ms;   /* RFC 5321 4.5.3.2: our defaults 30 s */
-    uint64_t command_timeout_ms;   /* banner, EHLO, MAIL, RCPT, ...: 5 min */
+    SSL_CTX *tls_ctx;               /* client context; may be NULL when tls is NONE */
+    uint64_t connect_timeout_ms;    /* RFC 5321 4.5.3.2: our defaults 30 s */
+    uint64_t command_timeout_ms;    /* banner, EHLO, MAIL, RCPT, ...: 5 min */
     uint64_t data_block_timeout_ms; /* each body write progress: 3 min */
     uint64_t data_done_timeout_ms;  /* reply after ".": 10 min */
 };
@@ -77,15 +77,15 @@ struct smtp_client_params {
 struct smtp_client_info {
     bool esmtp, pipelining, starttls, smtputf8, eightbitmime, chunking, dsn;
     bool size_offered;
-    uint64_t max_size;    /* 0: no limit announced */
+    uint64_t max_size; /* 0: no limit announced */
     bool tls_active;
     char tls_version[32];
     char tls_cipher[64];
-    char banner[512];     /* first banner line text, for logs/smtpping */
-    bool masked_banner;   /* banner looks rewritten by an inspecting firewall */
-    bool masked_ehlo;     /* EHLO keywords masked (XXXXXXXA) */
-    uint64_t connect_ms;  /* time to connect */
-    uint64_t banner_ms;   /* time from connect to banner */
+    char banner[512];          /* first banner line text, for logs/smtpping */
+    bool masked_banner;        /* banner looks rewritten by an inspecting firewall */
+    bool masked_ehlo;          /* EHLO keywords masked (XXXXXXXA) */
+    uint64_t connect_ms;       /* time to connect */
+    uint64_t banner_ms;        /* time from connect to banner */
     size_t starttls_discarded; /* octets the peer sent after its 220 to STARTTLS
                                   and before the handshake: discarded unread
                                   (CVE-2021-38371 class), 0 normally */
@@ -94,42 +94,43 @@ struct smtp_client_info {
 /* Why a connection failed (ops->failed). */
 struct smtp_client_error {
     enum smtp_client_stage stage;
-    int sys_errno;            /* connect/read/write error, or 0 */
+    int sys_errno; /* connect/read/write error, or 0 */
     bool timeout;
-    bool tls_required;        /* TLS required but not offered */
-    struct smtp_reply reply;  /* the reply that caused it; code 0 if none */
+    bool tls_required;       /* TLS required but not offered */
+    struct smtp_reply reply; /* the reply that caused it; code 0 if none */
     bool masked_banner;
     bool masked_ehlo;
-    bool eof;                 /* the peer closed the connection */
-    bool malformed;           /* the peer's reply broke the syntax (bad or changed
-                                 code, line too long): reply holds what came */
-    bool local_io;            /* reading the body failed here (sys_errno), not the peer */
-    char detail[160];         /* one line for logs ("connection closed by peer",
-                                 "TLS handshake: ...", "reply line too long") */
+    bool eof;         /* the peer closed the connection */
+    bool malformed;   /* the peer's reply broke the syntax (bad or changed
+                         code, line too long): reply holds what came */
+    bool local_io;    /* reading the body failed here (sys_errno), not the peer */
+    char detail[160]; /* one line for logs ("connection closed by peer",
+                         "TLS handshake: ...", "reply line too long") */
 };
 
 /* One message for one transaction. Strings are copied by smtp_client_send. */
 struct smtp_client_msg {
-    const char *sender;            /* "" for <> */
+    const char *sender; /* "" for <> */
     const char *const *rcpts;
     size_t nrcpts;
-    bool smtputf8;                 /* needs SMTPUTF8 */
-    bool body_8bit;                /* BODY=8BITMIME */
-    uint64_t size;                 /* exact body size (for SIZE=) */
-    const char *body;              /* in-memory body of size octets, or NULL; not
-                                      copied: valid until done()/failed() */
-    int body_fd;                   /* else a file descriptor read from offset 0; the client dups it */
+    bool smtputf8;    /* needs SMTPUTF8 */
+    bool body_8bit;   /* BODY=8BITMIME */
+    uint64_t size;    /* exact body size (for SIZE=) */
+    const char *body; /* in-memory body of size octets, or NULL; not
+                         copied: valid until done()/failed() */
+    int body_fd;      /* else a file descriptor read from offset 0; the client dups it
+                         (-1 with body NULL: an empty body) */
 };
 
 /* Outcome of one transaction (ops->done). */
 struct smtp_client_result {
-    enum smtp_client_stage stage; /* SC_DOT when the transaction completed */
-    struct smtp_reply mail;       /* MAIL reply (code 0 if not sent) */
+    enum smtp_client_stage stage;  /* SC_DOT when the transaction completed */
+    struct smtp_reply mail;        /* MAIL reply (code 0 if not sent) */
     const struct smtp_reply *rcpt; /* nrcpts replies (code 0 if not sent) */
     size_t nrcpts;
-    struct smtp_reply data;       /* DATA (354) reply, or the final reply after "." */
-    bool local_error;             /* e.g. message larger than peer's SIZE, needs SMTPUTF8
-                                     the peer lacks: data.code holds a synthesised 5xx */
+    struct smtp_reply data; /* DATA (354) reply, or the final reply after "." */
+    bool local_error;       /* e.g. message larger than peer's SIZE, needs SMTPUTF8
+                               the peer lacks: data.code holds a synthesised 5xx */
 };
 
 struct smtp_client_ops {

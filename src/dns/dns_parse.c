@@ -50,7 +50,7 @@ static const struct {
     const char *name;
     uint16_t code;
 } type_tab[DNS_TYPE__COUNT] = {
-    [DNS_A] = {"A", 1},     [DNS_AAAA] = {"AAAA", 28}, [DNS_MX] = {"MX", 15},
+    [DNS_A] = {"A", 1},      [DNS_AAAA] = {"AAAA", 28}, [DNS_MX] = {"MX", 15},
     [DNS_PTR] = {"PTR", 12}, [DNS_TXT] = {"TXT", 16},
 };
 
@@ -80,7 +80,7 @@ struct scan {
     struct pkt k;
     uint16_t qtype;
     size_t ancount;
-    size_t an_off;     /* first answer RR */
+    size_t an_off;      /* first answer RR */
     struct wname qname; /* question name as received */
     struct wname owner; /* end of the CNAME chain */
     uint32_t chain_ttl; /* min TTL over the CNAMEs followed */
@@ -266,8 +266,8 @@ static size_t pres_octet_read(const char *s, uint8_t *c)
     if (s[1] >= '0' && s[1] <= '9') {
         if (!(s[2] >= '0' && s[2] <= '9' && s[3] >= '0' && s[3] <= '9'))
             return 0;
-        unsigned v = (unsigned)(s[1] - '0') * 100 + (unsigned)(s[2] - '0') * 10 +
-                     (unsigned)(s[3] - '0');
+        unsigned v =
+            (unsigned)(s[1] - '0') * 100 + (unsigned)(s[2] - '0') * 10 + (unsigned)(s[3] - '0');
         if (v > 255)
             return 0;
         *c = (uint8_t)v;
@@ -548,8 +548,7 @@ static enum dns_parse_err rr_txt(const struct pkt *k, const struct rr_hdr *h, st
 }
 
 /* One matching record: validate it (count pass) or store it (fill pass). */
-static enum dns_parse_err collect_one(const struct scan *s, const struct rr_hdr *h,
-                                      struct sink *o)
+static enum dns_parse_err collect_one(const struct scan *s, const struct rr_hdr *h, struct sink *o)
 {
     struct dns_rr *rr = o->res ? &o->res->rr[o->n] : NULL;
     enum dns_parse_err e;
@@ -621,7 +620,8 @@ enum dns_parse_err dns_parse_answer(const uint8_t *pkt, size_t len, const char *
     if (s.qtype == 0)
         return DNS_PARSE_QUESTION;
     if ((e = parse_question(&s, qname, &off)) != DNS_PARSE_OK ||
-        (e = walk_sections(&s, off, &hdr)) != DNS_PARSE_OK || (e = follow_chain(&s)) != DNS_PARSE_OK)
+        (e = walk_sections(&s, off, &hdr)) != DNS_PARSE_OK ||
+        (e = follow_chain(&s)) != DNS_PARSE_OK)
         return e;
     struct sink count = {0};
     if ((e = collect(&s, &count)) != DNS_PARSE_OK)

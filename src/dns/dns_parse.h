@@ -67,9 +67,9 @@ struct dns_rr {
 };
 
 struct dns_result {
-    unsigned rcode;  /* header RCODE (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED...) */
-    bool aa;         /* authoritative answer bit */
-    size_t n;        /* records in rr */
+    unsigned rcode; /* header RCODE (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED...) */
+    bool aa;        /* authoritative answer bit */
+    size_t n;       /* records in rr */
     struct dns_rr *rr;
     uint32_t min_ttl;  /* min over rr[] and the CNAMEs followed; 0 when n == 0 */
     bool has_soa;      /* an SOA was found in the authority section */

@@ -45,7 +45,6 @@
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +59,11 @@
  * are cached 5 s (RFC 9520 §3.2: at least 1 s, so a broken zone does not
  * cost every new connection a full timeout, short enough that a transient
  * failure is soon retried). */
-#define TTL_MIN      1
-#define TTL_MAX      86400
-#define NEG_TTL_DEF  300
-#define NEG_TTL_MAX  10800
-#define FAIL_TTL     5
+#define TTL_MIN     1
+#define TTL_MAX     86400
+#define NEG_TTL_DEF 300
+#define NEG_TTL_MAX 10800
+#define FAIL_TTL    5
 /* DNS flag day 2020: 1232 octets fits any path MTU without fragmentation;
  * larger answers fall back to TCP (c-ares does that on TC). */
 #define EDNS_PAYLOAD 1232
@@ -123,9 +122,9 @@ struct req {
     TAILQ_ENTRY(req) qlink; /* entry->waiters or r->ready */
     uint64_t id;
     enum req_state state;
-    struct entry *e;     /* REQ_WAITING */
-    struct answer *ans;  /* REQ_READY */
-    char *name;          /* as delivered in dns_answer.name */
+    struct entry *e;    /* REQ_WAITING */
+    struct answer *ans; /* REQ_READY */
+    char *name;         /* as delivered in dns_answer.name */
     enum dns_type type;
     bool from_cache;
     double start;
@@ -171,8 +170,9 @@ static uint32_t clamp_ttl(uint32_t ttl, uint32_t lo, uint32_t hi)
 const char *dns_status_str(enum dns_status s)
 {
     static const char *const names[DNS_STATUS__COUNT] = {
-        [DNS_OK] = "OK",           [DNS_NXDOMAIN] = "NXDOMAIN", [DNS_NODATA] = "NODATA",
-        [DNS_SERVFAIL] = "SERVFAIL", [DNS_TIMEOUT] = "TIMEOUT",   [DNS_REFUSED] = "REFUSED",
+        [DNS_OK] = "OK",           [DNS_NXDOMAIN] = "NXDOMAIN",
+        [DNS_NODATA] = "NODATA",   [DNS_SERVFAIL] = "SERVFAIL",
+        [DNS_TIMEOUT] = "TIMEOUT", [DNS_REFUSED] = "REFUSED",
         [DNS_ERROR] = "ERROR",
     };
     return (unsigned)s < DNS_STATUS__COUNT ? names[s] : "?";
@@ -300,8 +300,8 @@ static struct answer *answer_from_status(int status)
 /* Map a c-ares outcome to an answer: from the packet whenever there is one
  * (ares_query passes it for every RCODE), so the RCODE, records and SOA
  * decide, not c-ares's summary of them. */
-static struct answer *answer_from_ares(const struct entry *e, int status,
-                                       const unsigned char *abuf, int alen)
+static struct answer *answer_from_ares(const struct entry *e, int status, const unsigned char *abuf,
+                                       int alen)
 {
     switch (status) {
     case ARES_SUCCESS:
@@ -344,12 +344,9 @@ static struct req *req_new(struct resolver *r, const char *name, enum dns_type t
 
 static struct req *req_find(struct resolver *r, uint64_t id)
 {
-    struct req *q;
-    LIST_FOREACH(q, req_bucket(r, id), hlink)
-    {
+    for (struct req *q = LIST_FIRST(req_bucket(r, id)); q != NULL; q = LIST_NEXT(q, hlink))
         if (q->id == id)
             return q;
-    }
     return NULL;
 }
 
@@ -402,8 +399,7 @@ static struct entry *entry_find(struct resolver *r, const char *name, enum dns_t
 {
     uint32_t h = key_hash(name, type);
     struct entry *e;
-    LIST_FOREACH(e, &r->entries[h & (ENTRY_BUCKETS - 1)], hlink)
-    {
+    for (e = LIST_FIRST(&r->entries[h & (ENTRY_BUCKETS - 1)]); e != NULL; e = LIST_NEXT(e, hlink)) {
         if (e->hash == h && e->type == type && strcmp(e->name, name) == 0)
             return e;
     }
@@ -501,8 +497,7 @@ static void on_sock(evutil_socket_t fd, short what, void *arg)
 static struct sockev *sockev_find(struct resolver *r, struct chan *c, ares_socket_t fd)
 {
     struct sockev *s;
-    LIST_FOREACH(s, &r->socks, link)
-    {
+    for (s = LIST_FIRST(&r->socks); s != NULL; s = LIST_NEXT(s, link)) {
         if (s->c == c && s->fd == fd)
             return s;
     }
@@ -618,7 +613,9 @@ static void req_deliver(struct req *q)
         /* What a caching resolver shows: TTLs minus the answer's age. */
         double left = a->born + a->ttl - now;
         uint32_t age = (uint32_t)(now - a->born);
-        ans.ttl = left > 0 ? (uint32_t)ceil(left) : 0;
+        ans.ttl = left > 0 ? (uint32_t)left : 0;
+        if (left > 0 && (double)ans.ttl < left)
+            ans.ttl++; /* round up: a live entry never shows 0 */
         if (ans.n > 0) {
             copy = xmalloc(ans.n * sizeof *copy);
             memcpy(copy, res->rr, ans.n * sizeof *copy);
@@ -641,8 +638,8 @@ static void deliver_cb(evutil_socket_t fd, short what, void *arg)
     struct req *q;
     size_t todo = 0;
 
-    TAILQ_FOREACH(q, &r->ready, qlink)
-    todo++;
+    for (q = TAILQ_FIRST(&r->ready); q != NULL; q = TAILQ_NEXT(q, qlink))
+        todo++;
     r->delivering++;
     while (todo-- > 0 && !r->dying && (q = TAILQ_FIRST(&r->ready)) != NULL) {
         req_detach(r, q);
@@ -786,8 +783,8 @@ static void chan_free(struct resolver *r, struct chan *c)
 
 /* ---- public API ---------------------------------------------------------- */
 
-struct resolver *resolver_new(struct event_base *base, const struct cfg_resolver *cfg,
-                              char *err, size_t errlen)
+struct resolver *resolver_new(struct event_base *base, const struct cfg_resolver *cfg, char *err,
+                              size_t errlen)
 {
     int ar = ares_library_init(ARES_LIB_INIT_ALL);
     if (ar != ARES_SUCCESS) {

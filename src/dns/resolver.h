@@ -48,9 +48,9 @@ enum dns_status {
     DNS_OK,       /* n >= 1 records */
     DNS_NXDOMAIN, /* the name does not exist (RCODE 3) */
     DNS_NODATA,   /* the name exists, no record of this type */
-    DNS_SERVFAIL, /* every server answered SERVFAIL (or NOTIMP) */
+    DNS_SERVFAIL, /* the server answered SERVFAIL (or NOTIMP) */
     DNS_TIMEOUT,  /* no answer within timeout x attempts */
-    DNS_REFUSED,  /* every server answered REFUSED */
+    DNS_REFUSED,  /* the server answered REFUSED */
     DNS_ERROR,    /* invalid name or address, malformed answer, no server
                    * reachable (connection refused), out of memory */
     DNS_STATUS__COUNT
@@ -86,8 +86,8 @@ typedef void (*dns_cb)(void *arg, const struct dns_answer *ans);
 /* Create a resolver on base with the servers, timeout and attempts of cfg
  * (no servers: the system's resolv.conf). No search domains, no hosts file.
  * Returns NULL with a message in err on failure. */
-struct resolver *resolver_new(struct event_base *base, const struct cfg_resolver *cfg,
-                              char *err, size_t errlen);
+struct resolver *resolver_new(struct event_base *base, const struct cfg_resolver *cfg, char *err,
+                              size_t errlen);
 /* SIGHUP: switch to cfg's servers/timeout/attempts. Queries in flight are
  * re-sent to the new servers (their callbacks still run once); the cache is
  * emptied. On error (returns -1, message in err) the old setup stays. */

@@ -28,13 +28,14 @@
 enum bounce_action { BOUNCE_FAILED, BOUNCE_DELAYED };
 
 struct bounce_rcpt {
-    const char *addr;        /* final recipient mailbox */
-    const char *orcpt;       /* original recipient (RFC 3461 ORCPT, decoded) or NULL */
+    const char *addr;  /* final recipient mailbox */
+    const char *orcpt; /* original recipient (RFC 3461 ORCPT, decoded) or NULL */
     enum bounce_action action;
-    const char *status;      /* RFC 3463 code, e.g. "5.1.1" */
-    const char *remote_mta;  /* host name or IP that answered, or NULL */
-    const char *diagnostic;  /* the remote reply text, e.g. "550 5.1.1 <x@y>: user unknown", or NULL */
-    const char *reason;      /* our words for the text part, e.g. "the remote server refused" */
+    const char *status;     /* RFC 3463 code, e.g. "5.1.1" */
+    const char *remote_mta; /* host name or IP that answered, or NULL */
+    const char
+        *diagnostic;    /* the remote reply text, e.g. "550 5.1.1 <x@y>: user unknown", or NULL */
+    const char *reason; /* our words for the text part, e.g. "the remote server refused" */
     int64_t last_attempt_ms; /* unix ms, 0 if never attempted */
 };
 
@@ -45,20 +46,20 @@ typedef long (*bounce_reader)(void *ctx, char *buf, size_t len);
 typedef int (*bounce_writer)(void *ctx, const char *data, size_t len);
 
 struct bounce_input {
-    const char *reporting_mta;  /* our host name */
-    const char *sender;         /* original envelope sender (the DSN's To:) */
-    uint64_t orig_mid;          /* original MID, shown in the text */
-    const char *envid;          /* RFC 3461 ENVID or NULL */
-    int64_t arrival_ms;         /* when the original was received */
-    int64_t now_ms;             /* Date: of the DSN */
+    const char *reporting_mta; /* our host name */
+    const char *sender;        /* original envelope sender (the DSN's To:) */
+    uint64_t orig_mid;         /* original MID, shown in the text */
+    const char *envid;         /* RFC 3461 ENVID or NULL */
+    int64_t arrival_ms;        /* when the original was received */
+    int64_t now_ms;            /* Date: of the DSN */
     const struct bounce_rcpt *rcpts;
     size_t nrcpts;
-    bool headers_only;          /* RET=HDRS */
-    uint64_t max_original;      /* include the whole original only up to this size */
-    uint64_t original_size;     /* size of the original */
-    bounce_reader read;         /* reads the original from its start */
+    bool headers_only;      /* RET=HDRS */
+    uint64_t max_original;  /* include the whole original only up to this size */
+    uint64_t original_size; /* size of the original */
+    bounce_reader read;     /* reads the original from its start */
     void *read_ctx;
-    const char *boundary_seed;  /* unique string used to make the MIME boundary and Message-ID */
+    const char *boundary_seed; /* unique string used to make the MIME boundary and Message-ID */
 };
 
 /* Build the DSN. Returns 0, or -1 if the reader or writer failed. */

@@ -26,7 +26,7 @@
 
 struct q_msg {
     uint64_t mid;
-    char *sender; /* "" for <> */
+    char *sender;   /* "" for <> */
     unsigned flags; /* spool_msg_flag */
     uint64_t size;
     int64_t received_ms;
@@ -49,7 +49,7 @@ struct q_rcpt {
     uint32_t attempts;
     int64_t next_ms;
     enum q_rcpt_state state;
-    size_t heap_idx; /* position in the retry heap while QR_WAITING */
+    size_t heap_idx;          /* position in the retry heap while QR_WAITING */
     TAILQ_ENTRY(q_rcpt) link; /* ready list or held list */
 };
 
@@ -60,15 +60,15 @@ enum host_state { HOST_UNKNOWN, HOST_UP, HOST_DOWN };
 /* Counters of hoststatus/tophosts; "Hard Bounced" split by kind as on the
  * appliance. */
 struct dest_counters {
-    uint64_t soft_bounced;     /* Soft Bounced Events: each deferral */
-    uint64_t completed;        /* Completed Recipients: delivered + bounced + deleted */
-    uint64_t hard_dns;         /* DNS Hard Bounces */
-    uint64_t hard_5xx;         /* 5XX Hard Bounces */
-    uint64_t hard_expired;     /* Expired Hard Bounces */
-    uint64_t hard_filter;      /* Filter Hard Bounces */
-    uint64_t hard_other;       /* Other Hard Bounces */
-    uint64_t delivered;        /* Delivered Recipients */
-    uint64_t deleted;          /* Deleted Recipients */
+    uint64_t soft_bounced; /* Soft Bounced Events: each deferral */
+    uint64_t completed;    /* Completed Recipients: delivered + bounced + deleted */
+    uint64_t hard_dns;     /* DNS Hard Bounces */
+    uint64_t hard_5xx;     /* 5XX Hard Bounces */
+    uint64_t hard_expired; /* Expired Hard Bounces */
+    uint64_t hard_filter;  /* Filter Hard Bounces */
+    uint64_t hard_other;   /* Other Hard Bounces */
+    uint64_t delivered;    /* Delivered Recipients */
+    uint64_t deleted;      /* Deleted Recipients */
 };
 
 #define DEST_MAX_IPS 16
@@ -89,7 +89,7 @@ struct dest {
     unsigned rr;           /* round-robin position among equal priorities */
     enum host_state state;
     int64_t last_activity_ms;
-    int64_t oldest_ms;     /* arrival of the oldest message seen queued here */
+    int64_t oldest_ms; /* arrival of the oldest message seen queued here */
     char last_4xx[400];
     int64_t last_4xx_ms;
     char last_5xx[400];

@@ -181,12 +181,12 @@ void scheduler_kick(struct scheduler *s, struct dest *d)
     if (s->stopping)
         return;
     uint32_t limit = config_dest_control_for(s->cfg, d->domain)->max_connections;
-    /* One new connection per batch of work not already claimed by a
-     * connection on its way up: a burst of 5 messages does not open 20. */
-    while (d->nready > d->connecting && d->conns < limit) {
-        if (outbound_start(s->ob, d) < 0)
-            break;
-    }
+    /* Slow start: at most one connection on its way up per destination.
+     * Each one that becomes ready kicks again while work remains, so a
+     * busy destination ramps up at the speed its host accepts
+     * connections, and a dead host costs one connect timeout, not twenty. */
+    if (d->nready > 0 && d->connecting == 0 && d->conns < limit)
+        outbound_start(s->ob, d);
 }
 
 static void rcpt_make_ready(struct scheduler *s, struct q_rcpt *r)
@@ -280,8 +280,7 @@ static void load_one(void *ctx, const struct spool_msg_rec *rec)
     struct q_msg *m = msg_new(&rec->env, rec->size);
     for (size_t i = 0; i < rec->nrcpts; i++) {
         const struct spool_rcpt_rec *rr = &rec->rcpts[i];
-        rcpt_add(s, m, rr->rid, rr->addr, rr->orcpt, rr->notify, rr->attempts,
-                 rr->next_attempt_ms);
+        rcpt_add(s, m, rr->rid, rr->addr, rr->orcpt, rr->notify, rr->attempts, rr->next_attempt_ms);
     }
     if (m->pending == 0) {
         free(m->sender);
@@ -366,8 +365,7 @@ static void rcpt_defer(struct scheduler *s, struct q_rcpt *r, const struct q_res
     const struct cfg_bounce_profile *p = dest_profile(s, r->dest);
     int64_t now = now_ms();
     char when[64];
-    if (r->attempts > p->max_retries ||
-        now - r->msg->received_ms >= (int64_t)p->max_queue_time) {
+    if (r->attempts > p->max_retries || now - r->msg->received_ms >= (int64_t)p->max_queue_time) {
         struct q_result exp = {Q_BOUNCED, Q_HARD_EXPIRED, "5.4.7",
                                res->diagnostic ? res->diagnostic : "delivery time expired",
                                res->remote};
@@ -541,9 +539,13 @@ static struct dsn_pending *dsn_build(struct scheduler *s, struct q_msg *m, struc
         return NULL;
     }
     struct dsn_pending *dp = xcalloc(1, sizeof(*dp));
-    dp->env = (struct spool_envelope){
-        .mid = dmid, .sender = "", .flags = SPOOL_F_BOUNCE, .received_ms = now_ms(),
-        .client_ip = "", .helo = "", .listener = ""};
+    dp->env = (struct spool_envelope){.mid = dmid,
+                                      .sender = "",
+                                      .flags = SPOOL_F_BOUNCE,
+                                      .received_ms = now_ms(),
+                                      .client_ip = "",
+                                      .helo = "",
+                                      .listener = ""};
     dp->rcpt = xstrdup(m->sender);
     dp->size = spool_msg_size(sm);
     spool_msg_set_envelope(sm, &dp->env);
@@ -559,8 +561,9 @@ static void on_flush_committed(void *arg, int err)
     struct flush_done *fd = arg;
     struct dsn_pending *dp, *next;
     if (err < 0)
-        maillog(LOG_WARNING, "Delivery results could not be committed: %s; they will be "
-                             "retried after a restart",
+        maillog(LOG_WARNING,
+                "Delivery results could not be committed: %s; they will be "
+                "retried after a restart",
                 strerror(-err));
     for (dp = fd->dsns; dp; dp = next) {
         next = dp->next;
@@ -759,8 +762,7 @@ void scheduler_free(struct scheduler *s)
         }
     }
     for (size_t i = 0; i < s->nheap; i++) {
-        hmap_put(&msgs, (const char *)&s->heap[i]->msg, sizeof(s->heap[i]->msg),
-                 s->heap[i]->msg);
+        hmap_put(&msgs, (const char *)&s->heap[i]->msg, sizeof(s->heap[i]->msg), s->heap[i]->msg);
         rcpt_free(s->heap[i]);
     }
     it = 0;

@@ -48,6 +48,7 @@
 #include <stdarg.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,8 +78,29 @@ struct spool_rcpt {
     unsigned notify;
 };
 
+/* One row change of a delivery transaction (spool_txn). */
+enum spool_op_kind { SPOOL_OP_RCPT_DONE, SPOOL_OP_RCPT_DEFER, SPOOL_OP_MSG_DONE };
+
+struct spool_op {
+    enum spool_op_kind kind;
+    uint64_t mid;
+    uint32_t rid;
+    uint32_t attempts;
+    int64_t next_ms;
+    char *error;
+};
+
+struct spool_txn {
+    struct spool *sp;
+    struct spool_op *ops;
+    size_t nops, cap;
+    uint64_t ndone_msgs, ndone_rcpts;
+    struct spool_msg *msgs, **msgs_tail; /* new messages (DSNs) stored with it */
+};
+
 struct spool_msg {
     struct spool *sp;
+    struct spool_txn *txn;  /* non-NULL: this queue item carries a transaction */
     struct spool_msg *next; /* commit queue / completion list */
     uint64_t mid;
     /* envelope (owned copies) */
@@ -128,6 +150,12 @@ struct spool {
     sqlite3 *db;
     sqlite3_stmt *st_begin, *st_commit, *st_rollback;
     sqlite3_stmt *st_ins_msg, *st_ins_rcpt, *st_meta;
+    sqlite3_stmt *st_del_rcpt, *st_upd_rcpt, *st_del_msg, *st_del_msg_rcpts;
+
+    /* loop thread: a second, read-only connection (WAL lets it read while
+     * the worker writes) for loading the queue and reading bodies */
+    sqlite3 *rdb;
+    sqlite3_stmt *st_load_msg, *st_load_rcpt, *st_body;
 
     /* loop thread */
     uint64_t next[SPOOL_ID__COUNT];     /* next ID to hand out */
@@ -381,6 +409,12 @@ static int spool_prepare(struct spool *sp, char *err, size_t errlen)
          "INSERT INTO rcpt(mid, rid, addr, orcpt, notify, state, attempts, next_attempt,"
          " last_error) VALUES(?1, ?2, ?3, ?4, ?5, 0, 0, ?6, NULL)"},
         {offsetof(struct spool, st_meta), "UPDATE meta SET value = ?2 WHERE key = ?1"},
+        {offsetof(struct spool, st_del_rcpt), "DELETE FROM rcpt WHERE mid = ?1 AND rid = ?2"},
+        {offsetof(struct spool, st_upd_rcpt),
+         "UPDATE rcpt SET attempts = ?3, next_attempt = ?4, last_error = ?5"
+         " WHERE mid = ?1 AND rid = ?2"},
+        {offsetof(struct spool, st_del_msg), "DELETE FROM msg WHERE mid = ?1"},
+        {offsetof(struct spool, st_del_msg_rcpts), "DELETE FROM rcpt WHERE mid = ?1"},
     };
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
         sqlite3_stmt **st = (sqlite3_stmt **)((char *)sp + stmts[i].off);
@@ -713,6 +747,42 @@ static void spool_note_add(struct spool_note ***tail, enum log_level level, cons
     *tail = &n->next;
 }
 
+/* Apply a delivery transaction's row changes (inside the batch's SQL
+ * transaction). */
+static int spool_db_ops(struct spool *sp, const struct spool_txn *t)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < t->nops; i++) {
+        const struct spool_op *op = &t->ops[i];
+        sqlite3_stmt *st;
+        switch (op->kind) {
+        case SPOOL_OP_RCPT_DONE:
+            st = sp->st_del_rcpt;
+            sqlite3_bind_int64(st, 1, (sqlite3_int64)op->mid);
+            sqlite3_bind_int64(st, 2, op->rid);
+            rc = spool_step_done(st);
+            break;
+        case SPOOL_OP_RCPT_DEFER:
+            st = sp->st_upd_rcpt;
+            sqlite3_bind_int64(st, 1, (sqlite3_int64)op->mid);
+            sqlite3_bind_int64(st, 2, op->rid);
+            sqlite3_bind_int64(st, 3, op->attempts);
+            sqlite3_bind_int64(st, 4, op->next_ms);
+            spool_bind_text(st, 5, op->error);
+            rc = spool_step_done(st);
+            break;
+        case SPOOL_OP_MSG_DONE:
+            sqlite3_bind_int64(sp->st_del_msg_rcpts, 1, (sqlite3_int64)op->mid);
+            rc = spool_step_done(sp->st_del_msg_rcpts);
+            sqlite3_bind_int64(sp->st_del_msg, 1, (sqlite3_int64)op->mid);
+            if (rc == 0)
+                rc = spool_step_done(sp->st_del_msg);
+            break;
+        }
+    }
+    return rc;
+}
+
 /* Insert the batch's rows and pending reservations in one transaction.
  * Returns 0 or -errno; on failure everything is rolled back. */
 static int spool_db_store(struct spool *sp, struct spool_msg *batch, const uint64_t *meta,
@@ -723,6 +793,10 @@ static int spool_db_store(struct spool *sp, struct spool_msg *batch, const uint6
     for (struct spool_msg *m = batch; rc == 0 && m; m = m->next) {
         if (m->result != 0)
             continue;
+        if (m->txn) {
+            rc = spool_db_ops(sp, m->txn);
+            continue;
+        }
         sqlite3_stmt *st = sp->st_ins_msg;
         char file[48];
         sqlite3_bind_int64(st, 1, (sqlite3_int64)m->mid);
@@ -756,7 +830,8 @@ static int spool_db_store(struct spool *sp, struct spool_msg *batch, const uint6
         for (size_t i = 0; rc == 0 && i < m->nrcpts; i++) {
             sqlite3_stmt *sr = sp->st_ins_rcpt;
             sqlite3_bind_int64(sr, 1, (sqlite3_int64)m->mid);
-            sqlite3_bind_int64(sr, 2, (sqlite3_int64)(i + 1));
+            /* RIDs count from 0, as in mail_logs */
+            sqlite3_bind_int64(sr, 2, (sqlite3_int64)i);
             sqlite3_bind_text(sr, 3, m->rcpts[i].addr, -1, SQLITE_STATIC);
             spool_bind_text(sr, 4, m->rcpts[i].orcpt);
             sqlite3_bind_int64(sr, 5, m->rcpts[i].notify);
@@ -824,6 +899,23 @@ static void spool_commit_batch(struct spool *sp, struct spool_msg *batch, uint64
             spool_note_add(&ntail, LOG_WARNING, "spool: commit failed: %s", why);
     }
 
+    /* 4. Body files of finished messages go only after the commit that
+     * deleted their rows: a crash in between leaves an orphan file, which
+     * recovery removes, never a row without its body. */
+    for (struct spool_msg *m = batch; rc == 0 && m; m = m->next) {
+        if (!m->txn || m->result != 0)
+            continue;
+        for (size_t i = 0; i < m->txn->nops; i++) {
+            if (m->txn->ops[i].kind != SPOOL_OP_MSG_DONE)
+                continue;
+            char name[32];
+            spool_body_name(name, sizeof(name), m->txn->ops[i].mid);
+            if (unlinkat(sp->bodies_fd, name, 0) < 0 && errno != ENOENT)
+                spool_note_add(&ntail, LOG_WARNING, "spool: unlink body %s: %s", name,
+                               strerror(errno));
+        }
+    }
+
     size_t posted = 0;
     for (struct spool_msg *m = batch; m; m = m->next) {
         if (m->fd >= 0) {
@@ -867,7 +959,7 @@ static void spool_commit_batch(struct spool *sp, struct spool_msg *batch, uint64
     pthread_cond_broadcast(&sp->done_cv);
     pthread_mutex_unlock(&sp->mu);
 
-    /* 4. Only now wake the loop: callbacks ("250") follow the commit. */
+    /* 5. Only now wake the loop: callbacks ("250") follow the commit. */
     if (posted || notes) {
         uint64_t one = 1;
         ssize_t w;
@@ -913,8 +1005,18 @@ static void *spool_worker(void *arg)
 
 /* ---- loop side -------------------------------------------------------- */
 
+static void spool_txn_free(struct spool_txn *t)
+{
+    for (size_t i = 0; i < t->nops; i++)
+        free(t->ops[i].error);
+    free(t->ops);
+    free(t);
+}
+
 static void spool_msg_free(struct spool_msg *m)
 {
+    if (m->txn)
+        spool_txn_free(m->txn);
     if (m->fd >= 0)
         close(m->fd);
     free(m->sender);
@@ -955,7 +1057,10 @@ static void spool_drain(struct spool *sp)
     while (done) {
         struct spool_msg *m = done;
         done = m->next;
-        if (m->result == 0) {
+        if (m->result == 0 && m->txn) {
+            sp->nmsgs -= m->txn->ndone_msgs;
+            sp->nrcpts -= m->txn->ndone_rcpts;
+        } else if (m->result == 0) {
             sp->nmsgs++;
             sp->nrcpts += m->nrcpts;
         }
@@ -978,12 +1083,16 @@ static void spool_on_done(evutil_socket_t fd, short what, void *arg)
 
 static void spool_free(struct spool *sp)
 {
-    sqlite3_stmt *sts[] = {sp->st_begin,   sp->st_commit,   sp->st_rollback,
-                           sp->st_ins_msg, sp->st_ins_rcpt, sp->st_meta};
+    sqlite3_stmt *sts[] = {sp->st_begin,    sp->st_commit,        sp->st_rollback, sp->st_ins_msg,
+                           sp->st_ins_rcpt, sp->st_meta,          sp->st_del_rcpt, sp->st_upd_rcpt,
+                           sp->st_del_msg,  sp->st_del_msg_rcpts, sp->st_load_msg, sp->st_load_rcpt,
+                           sp->st_body};
     for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
         sqlite3_finalize(sts[i]);
     if (sp->db)
         sqlite3_close(sp->db);
+    if (sp->rdb)
+        sqlite3_close(sp->rdb);
     if (sp->ev)
         event_free(sp->ev);
     if (sp->efd >= 0)
@@ -997,6 +1106,39 @@ static void spool_free(struct spool *sp)
     pthread_mutex_destroy(&sp->mu);
     free(sp->dir);
     free(sp);
+}
+
+/* The loop thread's read-only connection and its statements. */
+static int spool_reader_open(struct spool *sp, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    static const struct {
+        size_t off;
+        const char *sql;
+    } stmts[] = {
+        {offsetof(struct spool, st_load_msg),
+         "SELECT mid, icid, received, sender, flags, size, envid, ret, client_ip, helo,"
+         " listener, message_id, subject FROM msg ORDER BY mid"},
+        {offsetof(struct spool, st_load_rcpt),
+         "SELECT rid, addr, orcpt, notify, attempts, next_attempt, last_error FROM rcpt"
+         " WHERE mid = ?1 ORDER BY rid"},
+        {offsetof(struct spool, st_body), "SELECT body, size FROM msg WHERE mid = ?1"},
+    };
+    snprintf(path, sizeof(path), "%s/queue.db", sp->dir);
+    if (sqlite3_open_v2(path, &sp->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        spool_err(err, errlen, "%s: %s", path, sp->rdb ? sqlite3_errmsg(sp->rdb) : "cannot open");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+        sqlite3_stmt **st = (sqlite3_stmt **)((char *)sp + stmts[i].off);
+        if (sqlite3_prepare_v3(sp->rdb, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
+            SQLITE_OK) {
+            spool_err(err, errlen, "queue.db: %s", sqlite3_errmsg(sp->rdb));
+            return -1;
+        }
+    }
+    return 0;
 }
 
 struct spool *spool_open(struct event_base *base, const struct spool_params *p, char *err,
@@ -1027,7 +1169,8 @@ struct spool *spool_open(struct event_base *base, const struct spool_params *p, 
         goto fail;
     }
     if (spool_db_open(sp, err, errlen) < 0 || spool_prepare(sp, err, errlen) < 0 ||
-        spool_recover(sp, err, errlen) < 0 || spool_reserve_initial(sp, err, errlen) < 0)
+        spool_recover(sp, err, errlen) < 0 || spool_reserve_initial(sp, err, errlen) < 0 ||
+        spool_reader_open(sp, err, errlen) < 0)
         goto fail;
     /* The new subdirectories and queue.db must survive a crash too. */
     int dfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1308,4 +1451,201 @@ void spool_msg_discard(struct spool_msg *m)
         return;
     spool_msg_unlink(m);
     spool_msg_free(m);
+}
+
+/* ---- delivery side: loading, reading bodies, result transactions ------ */
+
+static const char *spool_col_text(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+/* Read one message's pending recipients into a growing array. */
+static size_t spool_load_rcpts(struct spool *sp, uint64_t mid, struct spool_rcpt_rec **recs,
+                               size_t *cap)
+{
+    sqlite3_stmt *st = sp->st_load_rcpt;
+    size_t n = 0;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)mid);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        xgrow((void **)recs, cap, n + 1, sizeof(**recs));
+        (*recs)[n++] = (struct spool_rcpt_rec){
+            .rid = (uint32_t)sqlite3_column_int64(st, 0),
+            .addr = xstrdup(spool_col_text(st, 1) ? spool_col_text(st, 1) : ""),
+            .orcpt = spool_col_text(st, 2) ? xstrdup(spool_col_text(st, 2)) : NULL,
+            .notify = (unsigned)sqlite3_column_int64(st, 3),
+            .attempts = (uint32_t)sqlite3_column_int64(st, 4),
+            .next_attempt_ms = sqlite3_column_int64(st, 5),
+            .last_error = spool_col_text(st, 6) ? xstrdup(spool_col_text(st, 6)) : NULL,
+        };
+    }
+    sqlite3_reset(st);
+    return n;
+}
+
+int spool_load(struct spool *sp, spool_load_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = sp->st_load_msg;
+    struct spool_rcpt_rec *recs = NULL;
+    size_t cap = 0;
+    int rc = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct spool_msg_rec m = {0};
+        m.env = (struct spool_envelope){
+            .mid = (uint64_t)sqlite3_column_int64(st, 0),
+            .icid = (uint64_t)sqlite3_column_int64(st, 1),
+            .received_ms = sqlite3_column_int64(st, 2),
+            .sender = spool_col_text(st, 3) ? spool_col_text(st, 3) : "",
+            .flags = (unsigned)sqlite3_column_int64(st, 4),
+            .envid = spool_col_text(st, 6),
+            .ret = sqlite3_column_int(st, 7),
+            .client_ip = spool_col_text(st, 8),
+            .helo = spool_col_text(st, 9),
+            .listener = spool_col_text(st, 10),
+            .message_id = spool_col_text(st, 11),
+            .subject = spool_col_text(st, 12),
+        };
+        m.size = (uint64_t)sqlite3_column_int64(st, 5);
+        m.nrcpts = spool_load_rcpts(sp, m.env.mid, &recs, &cap);
+        m.rcpts = recs;
+        fn(ctx, &m);
+        for (size_t i = 0; i < m.nrcpts; i++) {
+            free((char *)recs[i].addr);
+            free((char *)recs[i].orcpt);
+            free((char *)recs[i].last_error);
+        }
+    }
+    if (step != SQLITE_DONE) {
+        maillog(LOG_WARNING, "spool: loading the queue: %s", sqlite3_errmsg(sp->rdb));
+        rc = -1;
+    }
+    sqlite3_reset(st);
+    free(recs);
+    return rc;
+}
+
+int spool_body_open(struct spool *sp, uint64_t mid, struct spool_body *b)
+{
+    sqlite3_stmt *st = sp->st_body;
+    int rc = -ENOENT;
+    memset(b, 0, sizeof(*b));
+    b->fd = -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)mid);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        b->size = (uint64_t)sqlite3_column_int64(st, 1);
+        if (sqlite3_column_type(st, 0) == SQLITE_BLOB) {
+            const void *p = sqlite3_column_blob(st, 0);
+            size_t n = (size_t)sqlite3_column_bytes(st, 0);
+            b->priv = xmalloc(n ? n : 1);
+            if (n)
+                memcpy(b->priv, p, n);
+            b->data = b->priv;
+            b->size = n;
+            rc = 0;
+        } else {
+            char name[32];
+            spool_body_name(name, sizeof(name), mid);
+            b->fd = openat(sp->bodies_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            rc = b->fd < 0 ? -errno : 0;
+        }
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+void spool_body_close(struct spool_body *b)
+{
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b->priv);
+    memset(b, 0, sizeof(*b));
+    b->fd = -1;
+}
+
+struct spool_txn *spool_txn_new(struct spool *sp)
+{
+    struct spool_txn *t = xcalloc(1, sizeof(*t));
+    t->sp = sp;
+    t->msgs_tail = &t->msgs;
+    return t;
+}
+
+static struct spool_op *spool_txn_op(struct spool_txn *t, enum spool_op_kind kind, uint64_t mid,
+                                     uint32_t rid)
+{
+    xgrow((void **)&t->ops, &t->cap, t->nops + 1, sizeof(*t->ops));
+    struct spool_op *op = &t->ops[t->nops++];
+    *op = (struct spool_op){.kind = kind, .mid = mid, .rid = rid};
+    return op;
+}
+
+void spool_txn_rcpt_done(struct spool_txn *t, uint64_t mid, uint32_t rid)
+{
+    spool_txn_op(t, SPOOL_OP_RCPT_DONE, mid, rid);
+    t->ndone_rcpts++;
+}
+
+void spool_txn_rcpt_defer(struct spool_txn *t, uint64_t mid, uint32_t rid, uint32_t attempts,
+                          int64_t next_ms, const char *error)
+{
+    struct spool_op *op = spool_txn_op(t, SPOOL_OP_RCPT_DEFER, mid, rid);
+    op->attempts = attempts;
+    op->next_ms = next_ms;
+    op->error = error ? xstrdup(error) : NULL;
+}
+
+void spool_txn_msg_done(struct spool_txn *t, uint64_t mid)
+{
+    spool_txn_op(t, SPOOL_OP_MSG_DONE, mid, 0);
+    t->ndone_msgs++;
+}
+
+void spool_txn_add_msg(struct spool_txn *t, struct spool_msg *m)
+{
+    m->next = NULL;
+    *t->msgs_tail = m;
+    t->msgs_tail = &m->next;
+}
+
+void spool_txn_commit(struct spool_txn *t, spool_commit_cb cb, void *arg)
+{
+    struct spool *sp = t->sp;
+    struct spool_msg *carrier = spool_msg_new(sp, 0);
+    struct spool_msg *m, *next;
+    carrier->txn = t;
+    /* The new messages first, then the carrier, all under one lock hold:
+     * the worker takes the queue whole, so they share one SQL transaction
+     * (a DSN is stored in the same commit as the bounce it reports). */
+    carrier->cb = cb;
+    carrier->arg = arg;
+    pthread_mutex_lock(&sp->mu);
+    /* After spool_close() began, the worker may be gone: complete at once
+     * (through the loop, like spool_msg_commit) with -ESHUTDOWN. */
+    bool stopped = sp->stop;
+    struct spool_msg ***tail = stopped ? &sp->d_tail : &sp->q_tail;
+    for (m = t->msgs; m; m = next) {
+        next = m->next;
+        m->next = NULL;
+        m->cb = NULL;
+        if (m->err || stopped)
+            m->result = m->err ? m->err : -ESHUTDOWN;
+        if (stopped)
+            spool_msg_unlink(m);
+        **tail = m;
+        *tail = &m->next;
+    }
+    t->msgs = NULL;
+    if (stopped)
+        carrier->result = -ESHUTDOWN;
+    **tail = carrier;
+    *tail = &carrier->next;
+    pthread_cond_signal(&sp->work_cv);
+    pthread_mutex_unlock(&sp->mu);
+    if (stopped) {
+        uint64_t one = 1;
+        ssize_t w;
+        do
+            w = write(sp->efd, &one, sizeof(one));
+        while (w < 0 && errno == EINTR);
+    }
 }

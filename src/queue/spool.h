@@ -116,8 +116,7 @@ uint64_t spool_stats_batches(const struct spool *sp);
 struct spool_msg *spool_msg_new(struct spool *sp, uint64_t mid);
 /* Copies every string. */
 void spool_msg_set_envelope(struct spool_msg *m, const struct spool_envelope *env);
-void spool_msg_add_rcpt(struct spool_msg *m, const char *addr, const char *orcpt,
-                        unsigned notify);
+void spool_msg_add_rcpt(struct spool_msg *m, const char *addr, const char *orcpt, unsigned notify);
 /* Append body bytes (already unstuffed, CRLF line ends). Returns 0, or a
  * negative errno on write failure (ENOSPC...). The error is sticky: later
  * writes do nothing and return it again. */
@@ -131,5 +130,58 @@ typedef void (*spool_commit_cb)(void *arg, int err);
 void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg);
 /* Drop a message under construction (and its body file). */
 void spool_msg_discard(struct spool_msg *m);
+
+/* ---- delivery side (loop thread) ---------------------------------------- */
+
+struct spool_rcpt_rec {
+    uint32_t rid;
+    const char *addr;
+    const char *orcpt; /* or NULL */
+    unsigned notify;
+    uint32_t attempts;
+    int64_t next_attempt_ms;
+    const char *last_error; /* or NULL */
+};
+
+struct spool_msg_rec {
+    struct spool_envelope env; /* strings valid during the callback */
+    uint64_t size;
+    size_t nrcpts;
+    const struct spool_rcpt_rec *rcpts; /* pending recipients */
+};
+
+typedef void (*spool_load_fn)(void *ctx, const struct spool_msg_rec *m);
+/* Call fn for every stored message with its pending recipients, in MID
+ * order (at start, to rebuild the delivery queue). Returns 0 or -1. */
+int spool_load(struct spool *sp, spool_load_fn fn, void *ctx);
+
+/* A stored message's body for reading: either data/size (a blob, copied)
+ * or fd/size (a file, read with pread). */
+struct spool_body {
+    const char *data;
+    uint64_t size;
+    int fd;
+    void *priv;
+};
+int spool_body_open(struct spool *sp, uint64_t mid, struct spool_body *b);
+void spool_body_close(struct spool_body *b);
+
+/* Delivery results, grouped: every change of one transaction is committed
+ * together, with any new message (a DSN) added to it, in one SQL
+ * transaction. Body files of finished messages are removed after the
+ * commit. */
+struct spool_txn;
+struct spool_txn *spool_txn_new(struct spool *sp);
+/* A recipient is finished (delivered, bounced, dropped, deleted). */
+void spool_txn_rcpt_done(struct spool_txn *t, uint64_t mid, uint32_t rid);
+/* A recipient waits for its next attempt. */
+void spool_txn_rcpt_defer(struct spool_txn *t, uint64_t mid, uint32_t rid, uint32_t attempts,
+                          int64_t next_ms, const char *error);
+/* A message is finished: its row, remaining recipients and body go. */
+void spool_txn_msg_done(struct spool_txn *t, uint64_t mid);
+/* Store a new message in the same transaction (takes ownership). */
+void spool_txn_add_msg(struct spool_txn *t, struct spool_msg *m);
+/* Hand to the worker (takes ownership); cb as for spool_msg_commit. */
+void spool_txn_commit(struct spool_txn *t, spool_commit_cb cb, void *arg);
 
 #endif

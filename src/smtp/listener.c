@@ -59,8 +59,8 @@ void listener_unref(struct listener *l)
     free(l);
 }
 
-static void listener_on_accept(struct evconnlistener *evl, evutil_socket_t fd,
-                               struct sockaddr *sa, int salen, void *arg)
+static void listener_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                               int salen, void *arg)
 {
     struct listener *l = arg;
     (void)evl;
@@ -143,8 +143,7 @@ void listener_set_handler(struct listener_set *set, listener_accept_fn fn, void 
     set->ctx = ctx;
 }
 
-static struct listener *listener_find(struct listener_set *set, const char *address,
-                                      uint16_t port)
+static struct listener *listener_find(struct listener_set *set, const char *address, uint16_t port)
 {
     for (size_t i = 0; i < set->n; i++)
         if (set->items[i]->port == port && strcmp(set->items[i]->address, address) == 0)
@@ -207,8 +206,7 @@ static void listener_settings(struct listener *l, const struct cfg_listener *cl,
     l->tls = tls;
 }
 
-int listener_set_apply(struct listener_set *set, const struct config *cfg, char *err,
-                       size_t errlen)
+int listener_set_apply(struct listener_set *set, const struct config *cfg, char *err, size_t errlen)
 {
     size_t n = cfg->nlisteners;
     struct listener_stage *st = xcalloc(n ? n : 1, sizeof(*st));
@@ -252,9 +250,9 @@ int listener_set_apply(struct listener_set *set, const struct config *cfg, char 
             l->address = xstrdup(cl->address);
             l->port = cl->port;
             l->set = set;
-            l->evl = evconnlistener_new(set->base, listener_on_accept, l,
-                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
-                                        st[i].fd);
+            l->evl =
+                evconnlistener_new(set->base, listener_on_accept, l,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, st[i].fd);
             if (l->evl == NULL) /* only fails on OOM inside libevent */
                 abort();
             evconnlistener_set_error_cb(l->evl, listener_on_error);

@@ -36,15 +36,15 @@ struct listener {
     uint16_t port;
     enum listener_type type;
     char *hostname;
-    SSL_CTX *tls; /* NULL: STARTTLS not offered */
-    unsigned sessions;        /* current sessions (maintained by smtp_server) */
+    SSL_CTX *tls;               /* NULL: STARTTLS not offered */
+    unsigned sessions;          /* current sessions (maintained by smtp_server) */
     struct evconnlistener *evl; /* NULL once closed */
     bool suspended;
     struct listener_set *set; /* owner, for the accept callback; NULL once removed */
 };
 
-typedef void (*listener_accept_fn)(void *ctx, struct listener *l, int fd,
-                                   const struct sockaddr *sa, int salen);
+typedef void (*listener_accept_fn)(void *ctx, struct listener *l, int fd, const struct sockaddr *sa,
+                                   int salen);
 
 struct listener_set *listener_set_new(struct event_base *base, listener_accept_fn fn, void *ctx);
 /* Change who receives accepted connections. */

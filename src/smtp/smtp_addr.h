@@ -31,10 +31,10 @@
 
 enum smtp_addr_status {
     SMTP_ADDR_OK = 0,
-    SMTP_ADDR_SYNTAX,     /* 501 5.1.3 (MAIL: 5.1.7, RCPT: 5.1.3) */
-    SMTP_ADDR_TOO_LONG,   /* 501 5.1.3 path too long */
+    SMTP_ADDR_SYNTAX,   /* 501 5.1.3 (MAIL: 5.1.7, RCPT: 5.1.3) */
+    SMTP_ADDR_TOO_LONG, /* 501 5.1.3 path too long */
     SMTP_ADDR_NULL_NOT_ALLOWED,
-    SMTP_ADDR_NON_ASCII   /* 553 5.6.7 UTF-8 address without SMTPUTF8 */
+    SMTP_ADDR_NON_ASCII /* 553 5.6.7 UTF-8 address without SMTPUTF8 */
 };
 
 enum smtp_addr_flags {
@@ -50,19 +50,19 @@ struct smtp_path {
      * "postmaster" alone for the bare postmaster. NUL-terminated. */
     char mailbox[SMTP_PATH_MAX + 1];
     size_t len;
-    size_t local_len;      /* bytes of mailbox before the '@' (or whole len) */
-    const char *domain;    /* points into mailbox after '@'; "" if none */
+    size_t local_len;   /* bytes of mailbox before the '@' (or whole len) */
+    const char *domain; /* points into mailbox after '@'; "" if none */
     size_t domain_len;
     /* The local part with quoting removed (quoted-pairs resolved): what the
      * next hop will see as the user name. Used for the relay decision. */
     char local_dequoted[SMTP_PATH_MAX + 1];
     size_t local_dequoted_len;
-    bool is_null;          /* <> */
-    bool is_postmaster;    /* <postmaster> without domain */
+    bool is_null;       /* <> */
+    bool is_postmaster; /* <postmaster> without domain */
     bool had_source_route;
     bool quoted_local;
-    bool domain_literal;   /* [1.2.3.4] */
-    bool utf8;             /* contains non-ASCII */
+    bool domain_literal; /* [1.2.3.4] */
+    bool utf8;           /* contains non-ASCII */
 };
 
 /* Parse a path including its angle brackets (s/len as returned by
@@ -73,9 +73,9 @@ enum smtp_addr_status smtp_path_parse(const char *s, size_t len, unsigned flags,
 /* Why a recipient is refused by the relay check (RAT), or RELAY_OK. */
 enum smtp_relay_verdict {
     SMTP_RELAY_OK = 0,
-    SMTP_RELAY_FOREIGN_DOMAIN,  /* domain not a relay domain */
-    SMTP_RELAY_DOMAIN_LITERAL,  /* user@[1.2.3.4] */
-    SMTP_RELAY_ROUTING_CHAR,    /* '%', '!' or '@' in the (dequoted) local part */
+    SMTP_RELAY_FOREIGN_DOMAIN, /* domain not a relay domain */
+    SMTP_RELAY_DOMAIN_LITERAL, /* user@[1.2.3.4] */
+    SMTP_RELAY_ROUTING_CHAR,   /* '%', '!' or '@' in the (dequoted) local part */
 };
 
 /* Decide whether a recipient may be accepted inbound, on the mailbox exactly

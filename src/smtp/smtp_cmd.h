@@ -70,9 +70,9 @@ struct smtp_param {
 
 enum smtp_mailrcpt_status {
     SMTP_MR_OK = 0,
-    SMTP_MR_SYNTAX,     /* not "FROM:" / "TO:" followed by a path */
-    SMTP_MR_TOO_MANY,   /* more than SMTP_MAX_PARAMS parameters */
-    SMTP_MR_BAD_PARAM   /* malformed esmtp-param */
+    SMTP_MR_SYNTAX,   /* not "FROM:" / "TO:" followed by a path */
+    SMTP_MR_TOO_MANY, /* more than SMTP_MAX_PARAMS parameters */
+    SMTP_MR_BAD_PARAM /* malformed esmtp-param */
 };
 
 /* Split the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path>

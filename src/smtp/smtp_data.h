@@ -38,11 +38,11 @@ enum smtp_data_mode { SMTP_DATA_MODE_DATA, SMTP_DATA_MODE_BDAT };
 
 struct smtp_data {
     enum smtp_data_mode mode;
-    int state;           /* private */
-    size_t line_len;     /* octets in the current line so far (excl. CRLF) */
-    size_t max_line;     /* limit incl. CRLF, e.g. 1000 */
-    unsigned flags;      /* smtp_data_flag, sticky */
-    bool done;           /* DATA mode: terminator seen */
+    int state;       /* private */
+    size_t line_len; /* octets in the current line so far (excl. CRLF) */
+    size_t max_line; /* limit incl. CRLF, e.g. 1000 */
+    unsigned flags;  /* smtp_data_flag, sticky */
+    bool done;       /* DATA mode: terminator seen */
 };
 
 void smtp_data_init(struct smtp_data *d, enum smtp_data_mode mode, size_t max_line);
@@ -74,12 +74,12 @@ const char *smtp_data_flag_text(unsigned flags);
 #define SMTP_HDR_VALUE_MAX 998
 
 struct smtp_hdr_scan {
-    int state;          /* private */
-    bool in_body;       /* end of headers seen */
-    size_t line_len;    /* private */
-    size_t name_len;    /* private */
-    char name[32];      /* private: current header name (truncated) */
-    int capture;        /* private: which value is being captured */
+    int state;              /* private */
+    bool in_body;           /* end of headers seen */
+    size_t line_len;        /* private */
+    size_t name_len;        /* private */
+    char name[32];          /* private: current header name (truncated) */
+    int capture;            /* private: which value is being captured */
     size_t max_header_line; /* longest header line seen, excl. CRLF */
     char message_id[SMTP_HDR_VALUE_MAX + 1];
     size_t message_id_len;

@@ -280,7 +280,8 @@ void smtp_reply_set(struct smtp_reply *r, int code, const char *enhanced, const 
         /* the text carries the code too, as a peer's reply would */
         char buf[SMTP_REPLY_TEXT_MAX];
         int n = snprintf(buf, sizeof(buf), "%s %s", enhanced, text ? text : "");
-        reply_store_text(r, buf, n < 0 ? 0 : ((size_t)n >= sizeof(buf) ? sizeof(buf) - 1 : (size_t)n));
+        reply_store_text(r, buf,
+                         n < 0 ? 0 : ((size_t)n >= sizeof(buf) ? sizeof(buf) - 1 : (size_t)n));
     } else {
         reply_store_text(r, text ? text : "", text ? strlen(text) : 0);
     }

@@ -28,11 +28,11 @@
 #define SMTP_REPLY_LINE_MAX 2048
 
 struct smtp_reply {
-    int code;           /* 200..599; 0 when empty */
-    char enhanced[16];  /* "4.3.1", or "" */
+    int code;          /* 200..599; 0 when empty */
+    char enhanced[16]; /* "4.3.1", or "" */
     size_t nlines;
-    size_t text_len;    /* octets of text[] in use, NUL terminators included */
-    bool truncated;     /* some text did not fit in text[] and was cut */
+    size_t text_len; /* octets of text[] in use, NUL terminators included */
+    bool truncated;  /* some text did not fit in text[] and was cut */
     /* line texts (after "ddd-"/"ddd "), each NUL-terminated, one after the
      * other: line i starts at the offset in line_off[i] */
     char text[SMTP_REPLY_TEXT_MAX];
@@ -40,9 +40,9 @@ struct smtp_reply {
 };
 
 enum smtp_reply_status {
-    SMTP_REPLY_MORE,  /* a continuation line: feed the next one */
-    SMTP_REPLY_DONE,  /* the reply is complete */
-    SMTP_REPLY_ERROR  /* malformed: bad code, code changed between lines, too long */
+    SMTP_REPLY_MORE, /* a continuation line: feed the next one */
+    SMTP_REPLY_DONE, /* the reply is complete */
+    SMTP_REPLY_ERROR /* malformed: bad code, code changed between lines, too long */
 };
 
 void smtp_reply_init(struct smtp_reply *r);

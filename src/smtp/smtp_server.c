@@ -93,12 +93,12 @@ struct tx {
     uint64_t size; /* content octets received (unstuffed), excl. Received */
     bool too_big;
     int write_err;
-    bool bdat;           /* a BDAT transfer has started */
-    uint64_t bdat_left;  /* octets of the current chunk still to read */
+    bool bdat;          /* a BDAT transfer has started */
+    uint64_t bdat_left; /* octets of the current chunk still to read */
     bool bdat_last;
-    bool bdat_discard;   /* chunk refused: read and drop its octets */
-    int64_t received_ms; /* when the content ended (the envelope's time) */
-    uint64_t stored_size; /* octets stored, Received header included */
+    bool bdat_discard;        /* chunk refused: read and drop its octets */
+    int64_t received_ms;      /* when the content ended (the envelope's time) */
+    uint64_t stored_size;     /* octets stored, Received header included */
     const char *bdat_refusal; /* reply for a discarded chunk */
 };
 
@@ -112,6 +112,7 @@ struct session {
     uint64_t icid;
     enum sess_mode mode;
     char ip[INET6_ADDRSTRLEN];
+    bool ipv6;
     char helo[256];
     bool helo_seen;
     bool esmtp;
@@ -310,8 +311,8 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
         sess_reply(s, "503 5.5.1 Error: nested MAIL command");
         return;
     }
-    if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "FROM:", &path, &path_len, params,
-                            &nparams) != SMTP_MR_OK) {
+    if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "FROM:", &path, &path_len, params, &nparams) !=
+        SMTP_MR_OK) {
         sess_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
         return;
     }
@@ -380,8 +381,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         sess_reply(s, "503 5.5.1 Error: RCPT not allowed during BDAT transfer");
         return;
     }
-    if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "TO:", &path, &path_len, params,
-                            &nparams) != SMTP_MR_OK) {
+    if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "TO:", &path, &path_len, params, &nparams) !=
+        SMTP_MR_OK) {
         sess_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
         return;
     }
@@ -460,8 +461,9 @@ static void tx_begin_content(struct session *s, enum smtp_data_mode mode)
     smtp_hdr_scan_init(tx->hdr);
     smtp_data_init(&tx->data, mode, s->cfg->limits.max_text_line);
     sess_date(date, sizeof(date));
-    n = snprintf(line, sizeof(line), "Received: from %s (unknown [%s])\r\n\tby %s (Postern)",
-                 s->helo, s->ip, s->lst->hostname);
+    /* RFC 5321 4.1.3: an IPv6 address literal is written [IPv6:...] */
+    n = snprintf(line, sizeof(line), "Received: from %s (unknown [%s%s])\r\n\tby %s (Postern)",
+                 s->helo, s->ipv6 ? "IPv6:" : "", s->ip, s->lst->hostname);
     if (s->tls_active)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\t(%s)", s->tls_info);
     n += snprintf(line + n, sizeof(line) - (size_t)n, " with %s id %llu", sess_with(s),
@@ -575,7 +577,8 @@ static void cmd_http(struct session *s, const struct smtp_cmd *cmd)
 {
     char esc[64];
     maillog(LOG_INFO, "ICID %llu HTTP request on SMTP port (%s), closing",
-            (unsigned long long)s->icid, log_escape(esc, sizeof(esc), cmd->verb_str, cmd->verb_len));
+            (unsigned long long)s->icid,
+            log_escape(esc, sizeof(esc), cmd->verb_str, cmd->verb_len));
     sess_reply(s, "500 5.5.1 Error: this is an SMTP server, not HTTP");
     sess_close(s);
 }
@@ -619,8 +622,8 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 }
 
 enum cmd_flags {
-    CMD_NEED_HELO = 1,  /* 503 before HELO/EHLO */
-    CMD_IN_BDAT = 2     /* allowed while a BDAT transfer is open */
+    CMD_NEED_HELO = 1, /* 503 before HELO/EHLO */
+    CMD_IN_BDAT = 2    /* allowed while a BDAT transfer is open */
 };
 
 struct cmd_entry {
@@ -799,8 +802,7 @@ static bool sess_read_bdat(struct session *s)
     if (tx->bdat_last) {
         smtp_data_finish(&tx->data);
         tx_end_content(s);
-    }
-    else
+    } else
         sess_reply(s, "250 2.0.0 %llu octets received", (unsigned long long)tx->size);
     return true;
 }
@@ -836,9 +838,9 @@ static void tx_end_content(struct session *s)
     sess_timeouts(s, s->cfg->timeouts.command);
     if (refusal) {
         snprintf(reason, sizeof(reason), ": %.3s %.5s %s", refusal, refusal + 4,
-                 tx->write_err ? strerror(-tx->write_err)
-                               : (tx->too_big ? "message too big"
-                                              : smtp_data_flag_text(tx->data.flags)));
+                 tx->write_err
+                     ? strerror(-tx->write_err)
+                     : (tx->too_big ? "message too big" : smtp_data_flag_text(tx->data.flags)));
         tx_reset(s, reason);
         sess_reply(s, "%s", refusal);
         return;
@@ -1112,8 +1114,7 @@ static void sess_refuse(struct smtp_server *srv, struct listener *l, int fd, uin
     srv->stats.connections_refused++;
 }
 
-void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sockaddr *sa,
-                        int salen)
+void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sockaddr *sa, int salen)
 {
     struct smtp_server *srv = arg;
     char ip[INET6_ADDRSTRLEN] = "?";
@@ -1123,8 +1124,9 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
     uint64_t icid = spool_next_id(srv->spool, SPOOL_ID_ICID);
     srv->stats.connections++;
-    maillog(LOG_INFO, "New SMTP ICID %llu interface %s (%s) address %s reverse dns host unknown "
-                      "verified no",
+    maillog(LOG_INFO,
+            "New SMTP ICID %llu interface %s (%s) address %s reverse dns host unknown "
+            "verified no",
             (unsigned long long)icid, l->name, l->address, ip);
     if (srv->stopping || l->sessions >= srv->cfg->limits.max_connections) {
         sess_refuse(srv, l, fd, icid, ip);
@@ -1137,6 +1139,7 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
     s->lst = listener_ref(l);
     s->cfg = config_ref(srv->cfg);
     memcpy(s->ip, ip, sizeof(ip));
+    s->ipv6 = sa->sa_family == AF_INET6;
     l->sessions++;
     srv->stats.current++;
     s->next = srv->sessions;

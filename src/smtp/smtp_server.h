@@ -22,13 +22,13 @@ struct smtp_server;
 
 /* Counters since start (status commands read them). */
 struct smtp_server_stats {
-    uint64_t connections;        /* accepted */
+    uint64_t connections;         /* accepted */
     uint64_t connections_refused; /* over a connection limit */
-    uint64_t messages;           /* queued */
-    uint64_t recipients;         /* in queued messages */
+    uint64_t messages;            /* queued */
+    uint64_t recipients;          /* in queued messages */
     uint64_t rejected_recipients;
     uint64_t aborted_messages;
-    uint32_t current;            /* sessions now */
+    uint32_t current; /* sessions now */
 };
 
 struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool,

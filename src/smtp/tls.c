@@ -23,8 +23,7 @@ const char *tls_last_error(char *buf, size_t len)
     return buf;
 }
 
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
-                            size_t errlen)
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
     char ebuf[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -38,8 +37,7 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *e
      * should not pin 2 x 16 KiB each. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
-        snprintf(err, errlen, "certificate %s: %s", cert_file,
-                 tls_last_error(ebuf, sizeof(ebuf)));
+        snprintf(err, errlen, "certificate %s: %s", cert_file, tls_last_error(ebuf, sizeof(ebuf)));
         SSL_CTX_free(ctx);
         return NULL;
     }

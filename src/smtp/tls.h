@@ -15,8 +15,7 @@
 typedef struct ssl_ctx_st SSL_CTX;
 
 /* Build a server context from PEM files; NULL with a message in err. */
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
-                            size_t errlen);
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 void tls_ctx_free(SSL_CTX *ctx);
 /* The OpenSSL error queue as one line (and cleared), for logs. */
 const char *tls_last_error(char *buf, size_t len);

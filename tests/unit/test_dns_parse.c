@@ -193,7 +193,11 @@ static void b_ptr_escapes(struct pb *p)
     question(p, "1.2.0.192.in-addr.arpa", 12);
     ptr(p, Q);
     size_t at = rr(p, 12, 300);
-    bytes(p, "\x05" "a.b\x07" "c", 6); /* one label "a.b<BEL>c" */
+    bytes(p,
+          "\x05"
+          "a.b\x07"
+          "c",
+          6); /* one label "a.b<BEL>c" */
     name(p, "example.com");
     rr_end(p, at);
 }
@@ -204,11 +208,18 @@ static void b_txt(struct pb *p)
     question(p, "2.0.0.127.zen.example", 16);
     ptr(p, Q);
     size_t at = rr(p, 16, 900);
-    bytes(p, "\x03" "abc\x00\x03" "def", 9); /* "abc", "", "def" */
+    bytes(p,
+          "\x03"
+          "abc\x00\x03"
+          "def",
+          9); /* "abc", "", "def" */
     rr_end(p, at);
     ptr(p, Q);
     at = rr(p, 16, 900);
-    bytes(p, "\x03" "a\0b", 4); /* embedded NUL */
+    bytes(p,
+          "\x03"
+          "a\0b",
+          4); /* embedded NUL */
     rr_end(p, at);
 }
 
@@ -383,7 +394,10 @@ static void b_txt_overrun(struct pb *p)
     question(p, "example.com", 16);
     ptr(p, Q);
     size_t at = rr(p, 16, 1);
-    bytes(p, "\x05" "abc", 4);
+    bytes(p,
+          "\x05"
+          "abc",
+          4);
     rr_end(p, at);
 }
 
@@ -434,60 +448,237 @@ struct pcase {
 };
 
 static const struct pcase cases[] = {
-    {"A, owners compressed", b_a_compressed, "example.com", DNS_A, DNS_PARSE_OK, 0, 2,
-     {"192.0.2.1/300", "192.0.2.2/60"}, 60, -1, 0},
-    {"A, qname any case + dot", b_a_compressed, "EXAMPLE.Com.", DNS_A, DNS_PARSE_OK, 0, 2,
-     {"192.0.2.1/300", "192.0.2.2/60"}, 60, -1, 0},
-    {"AAAA", b_aaaa, "example.com", DNS_AAAA, DNS_PARSE_OK, 0, 1, {"2001:db8::1/7200"}, 7200, -1,
+    {"A, owners compressed",
+     b_a_compressed,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_OK,
+     0,
+     2,
+     {"192.0.2.1/300", "192.0.2.2/60"},
+     60,
+     -1,
      0},
-    {"MX, exchange compressed", b_mx, "example.com", DNS_MX, DNS_PARSE_OK, 0, 2,
-     {"20 mx2.example.com/300", "10 mx1.other.net/300"}, 300, -1, 0},
+    {"A, qname any case + dot",
+     b_a_compressed,
+     "EXAMPLE.Com.",
+     DNS_A,
+     DNS_PARSE_OK,
+     0,
+     2,
+     {"192.0.2.1/300", "192.0.2.2/60"},
+     60,
+     -1,
+     0},
+    {"AAAA",
+     b_aaaa,
+     "example.com",
+     DNS_AAAA,
+     DNS_PARSE_OK,
+     0,
+     1,
+     {"2001:db8::1/7200"},
+     7200,
+     -1,
+     0},
+    {"MX, exchange compressed",
+     b_mx,
+     "example.com",
+     DNS_MX,
+     DNS_PARSE_OK,
+     0,
+     2,
+     {"20 mx2.example.com/300", "10 mx1.other.net/300"},
+     300,
+     -1,
+     0},
     {"null MX", b_null_mx, "example.com", DNS_MX, DNS_PARSE_OK, 0, 1, {"0 ./3600"}, 3600, -1, 0},
-    {"PTR, odd label bytes escaped", b_ptr_escapes, "1.2.0.192.in-addr.arpa", DNS_PTR,
-     DNS_PARSE_OK, 0, 1, {"a\\.b\\007c.example.com/300"}, 300, -1, 0},
-    {"TXT, strings concatenated", b_txt, "2.0.0.127.zen.example", DNS_TXT, DNS_PARSE_OK, 0, 2,
-     {"abcdef/900", "a/900"}, 900, -1, 0},
-    {"CNAME chain", b_cname_chain, "www.example.com", DNS_A, DNS_PARSE_OK, 0, 1,
-     {"192.0.2.80/600"}, 30, -1, 2},
-    {"CNAME chain, asked for another type", b_cname_chain, "www.example.com", DNS_AAAA,
-     DNS_PARSE_QUESTION, 0, 0, {0}, 0, -1, 0},
+    {"PTR, odd label bytes escaped",
+     b_ptr_escapes,
+     "1.2.0.192.in-addr.arpa",
+     DNS_PTR,
+     DNS_PARSE_OK,
+     0,
+     1,
+     {"a\\.b\\007c.example.com/300"},
+     300,
+     -1,
+     0},
+    {"TXT, strings concatenated",
+     b_txt,
+     "2.0.0.127.zen.example",
+     DNS_TXT,
+     DNS_PARSE_OK,
+     0,
+     2,
+     {"abcdef/900", "a/900"},
+     900,
+     -1,
+     0},
+    {"CNAME chain",
+     b_cname_chain,
+     "www.example.com",
+     DNS_A,
+     DNS_PARSE_OK,
+     0,
+     1,
+     {"192.0.2.80/600"},
+     30,
+     -1,
+     2},
+    {"CNAME chain, asked for another type",
+     b_cname_chain,
+     "www.example.com",
+     DNS_AAAA,
+     DNS_PARSE_QUESTION,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
     {"CNAME loop", b_cname_loop, "a.example.com", DNS_A, DNS_PARSE_CHAIN, 0, 0, {0}, 0, -1, 0},
-    {"NXDOMAIN + SOA", b_nxdomain_soa, "nx.example.com", DNS_A, DNS_PARSE_OK, 3, 0, {0}, 0, 60,
+    {"NXDOMAIN + SOA", b_nxdomain_soa, "nx.example.com", DNS_A, DNS_PARSE_OK, 3, 0, {0}, 0, 60, 0},
+    {"NODATA, SOA TTL < MINIMUM",
+     b_nodata_soa_ttl,
+     "example.com",
+     DNS_AAAA,
+     DNS_PARSE_OK,
+     0,
+     0,
+     {0},
+     0,
+     30,
      0},
-    {"NODATA, SOA TTL < MINIMUM", b_nodata_soa_ttl, "example.com", DNS_AAAA, DNS_PARSE_OK, 0, 0,
-     {0}, 0, 30, 0},
     {"SERVFAIL", b_servfail, "example.com", DNS_A, DNS_PARSE_OK, 2, 0, {0}, 0, -1, 0},
-    {"TTL high bit reads as 0", b_ttl_highbit, "example.com", DNS_A, DNS_PARSE_OK, 0, 1,
-     {"192.0.2.1/0"}, 0, -1, 0},
-    {"any question name (NULL)", b_mx, NULL, DNS_MX, DNS_PARSE_OK, 0, 2,
-     {"20 mx2.example.com/300", "10 mx1.other.net/300"}, 300, -1, 0},
-    {"pointer to itself", b_loop_self, "example.com", DNS_A, DNS_PARSE_LOOP, 0, 0, {0}, 0, -1,
+    {"TTL high bit reads as 0",
+     b_ttl_highbit,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_OK,
+     0,
+     1,
+     {"192.0.2.1/0"},
+     0,
+     -1,
      0},
-    {"pointer forward", b_loop_forward, "example.com", DNS_A, DNS_PARSE_LOOP, 0, 0, {0}, 0, -1,
+    {"any question name (NULL)",
+     b_mx,
+     NULL,
+     DNS_MX,
+     DNS_PARSE_OK,
+     0,
+     2,
+     {"20 mx2.example.com/300", "10 mx1.other.net/300"},
+     300,
+     -1,
      0},
-    {"pointer back into its own name", b_loop_pingpong, "example.com", DNS_A, DNS_PARSE_LOOP, 0,
-     0, {0}, 0, -1, 0},
+    {"pointer to itself", b_loop_self, "example.com", DNS_A, DNS_PARSE_LOOP, 0, 0, {0}, 0, -1, 0},
+    {"pointer forward", b_loop_forward, "example.com", DNS_A, DNS_PARSE_LOOP, 0, 0, {0}, 0, -1, 0},
+    {"pointer back into its own name",
+     b_loop_pingpong,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_LOOP,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
     {"extended label type", b_label_ext, NULL, DNS_A, DNS_PARSE_NAME, 0, 0, {0}, 0, -1, 0},
     {"name over 255 octets", b_name_too_long, NULL, DNS_A, DNS_PARSE_NAME, 0, 0, {0}, 0, -1, 0},
-    {"name over 255 through pointers", b_name_too_long_ptr, "example.com", DNS_A,
-     DNS_PARSE_NAME, 0, 0, {0}, 0, -1, 0},
+    {"name over 255 through pointers",
+     b_name_too_long_ptr,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_NAME,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
     {"A with RDLENGTH 5", b_a_badlen, "example.com", DNS_A, DNS_PARSE_RDATA, 0, 0, {0}, 0, -1, 0},
-    {"MX with a trailing octet", b_mx_trailing, "example.com", DNS_MX, DNS_PARSE_RDATA, 0, 0,
-     {0}, 0, -1, 0},
-    {"TXT string past RDATA", b_txt_overrun, "example.com", DNS_TXT, DNS_PARSE_RDATA, 0, 0, {0},
-     0, -1, 0},
-    {"RDLENGTH past the end", b_rdlen_past_end, "example.com", DNS_A, DNS_PARSE_SHORT, 0, 0, {0},
-     0, -1, 0},
-    {"ANCOUNT larger than the packet", b_ancount_lies, "example.com", DNS_A, DNS_PARSE_SHORT, 0,
-     0, {0}, 0, -1, 0},
-    {"wrong question name", b_a_compressed, "example.org", DNS_A, DNS_PARSE_QUESTION, 0, 0, {0},
-     0, -1, 0},
-    {"wrong question type", b_a_compressed, "example.com", DNS_MX, DNS_PARSE_QUESTION, 0, 0, {0},
-     0, -1, 0},
+    {"MX with a trailing octet",
+     b_mx_trailing,
+     "example.com",
+     DNS_MX,
+     DNS_PARSE_RDATA,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
+    {"TXT string past RDATA",
+     b_txt_overrun,
+     "example.com",
+     DNS_TXT,
+     DNS_PARSE_RDATA,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
+    {"RDLENGTH past the end",
+     b_rdlen_past_end,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_SHORT,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
+    {"ANCOUNT larger than the packet",
+     b_ancount_lies,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_SHORT,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
+    {"wrong question name",
+     b_a_compressed,
+     "example.org",
+     DNS_A,
+     DNS_PARSE_QUESTION,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
+    {"wrong question type",
+     b_a_compressed,
+     "example.com",
+     DNS_MX,
+     DNS_PARSE_QUESTION,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
     {"no question", b_qd0, NULL, DNS_A, DNS_PARSE_QUESTION, 0, 0, {0}, 0, -1, 0},
     {"two questions", b_qd2, NULL, DNS_A, DNS_PARSE_QUESTION, 0, 0, {0}, 0, -1, 0},
-    {"a query, not an answer", b_query_not_answer, "example.com", DNS_A, DNS_PARSE_NOTANSWER, 0,
-     0, {0}, 0, -1, 0},
+    {"a query, not an answer",
+     b_query_not_answer,
+     "example.com",
+     DNS_A,
+     DNS_PARSE_NOTANSWER,
+     0,
+     0,
+     {0},
+     0,
+     -1,
+     0},
 };
 
 /* Format a record as the table spells it: "<data>/<ttl>". */
@@ -519,8 +710,7 @@ static void check_case(const struct pcase *c)
     c->build(&p);
     enum dns_parse_err e = dns_parse_answer(p.b, p.n, c->qname, c->qtype, &res);
     if (e != c->err)
-        fail_msg("%s: got %s, want %s", c->what, dns_parse_strerror(e),
-                 dns_parse_strerror(c->err));
+        fail_msg("%s: got %s, want %s", c->what, dns_parse_strerror(e), dns_parse_strerror(c->err));
     if (e != DNS_PARSE_OK) {
         assert_null(res);
         return;
@@ -606,11 +796,19 @@ static void test_name_to_wire(void **state)
     char l63[70], l64[70], big[300];
 
     assert_int_equal(dns_name_to_wire("example.com", w, sizeof w), 13);
-    assert_memory_equal(w, "\x07" "example\x03" "com\x00", 13);
+    assert_memory_equal(w,
+                        "\x07"
+                        "example\x03"
+                        "com\x00",
+                        13);
     assert_int_equal(dns_name_to_wire("example.com.", w, sizeof w), 13);
     assert_int_equal(dns_name_to_wire(".", w, sizeof w), 1);
     assert_int_equal(dns_name_to_wire("a\\.b.c", w, sizeof w), 7);
-    assert_memory_equal(w, "\x03" "a.b\x01" "c\x00", 7);
+    assert_memory_equal(w,
+                        "\x03"
+                        "a.b\x01"
+                        "c\x00",
+                        7);
     assert_int_equal(dns_name_to_wire("a\\007b", w, sizeof w), 5);
     assert_int_equal(w[2], 7);
     assert_int_equal(dns_name_to_wire("a\\999", w, sizeof w), 0);
@@ -652,8 +850,8 @@ static void test_types(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),       cmocka_unit_test(test_truncated_everywhere),
-        cmocka_unit_test(test_corruption),  cmocka_unit_test(test_name_to_wire),
+        cmocka_unit_test(test_table),      cmocka_unit_test(test_truncated_everywhere),
+        cmocka_unit_test(test_corruption), cmocka_unit_test(test_name_to_wire),
         cmocka_unit_test(test_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

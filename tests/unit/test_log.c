@@ -31,10 +31,10 @@ static void test_escape_table(void **state)
         {"line\r\nforged", 12, "line\\x0d\\x0aforged"},
         {"nul\0x", 5, "nul\\x00x"},
         {"tab\t", 4, "tab\\x09"},
-        {"caf\xc3\xa9", 5, "caf\xc3\xa9"},             /* valid UTF-8 passes */
-        {"bad\xc3", 4, "bad\\xc3"},                     /* truncated sequence */
-        {"over\xc0\xaf", 6, "over\\xc0\\xaf"},          /* overlong */
-        {"sur\xed\xa0\x80", 6, "sur\\xed\\xa0\\x80"},   /* surrogate */
+        {"caf\xc3\xa9", 5, "caf\xc3\xa9"},            /* valid UTF-8 passes */
+        {"bad\xc3", 4, "bad\\xc3"},                   /* truncated sequence */
+        {"over\xc0\xaf", 6, "over\\xc0\\xaf"},        /* overlong */
+        {"sur\xed\xa0\x80", 6, "sur\\xed\\xa0\\x80"}, /* surrogate */
         {"del\x7f", 4, "del\\x7f"},
     };
     char out[128];

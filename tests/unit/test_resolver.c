@@ -657,10 +657,10 @@ static void test_free_with_pending(void **state)
     struct got warm, g[4];
     memset(g, 0, sizeof g);
     resolve(f, "cache.test", DNS_A, &warm);
-    ask(f, "slowfree.test", DNS_A, &g[0]);   /* in flight */
-    ask(f, "slowfree.test", DNS_A, &g[1]);   /* coalesced */
-    ask(f, "cache.test", DNS_A, &g[2]);      /* cache hit, not yet delivered */
-    ask(f, "bad..name", DNS_A, &g[3]);       /* error, not yet delivered */
+    ask(f, "slowfree.test", DNS_A, &g[0]); /* in flight */
+    ask(f, "slowfree.test", DNS_A, &g[1]); /* coalesced */
+    ask(f, "cache.test", DNS_A, &g[2]);    /* cache hit, not yet delivered */
+    ask(f, "bad..name", DNS_A, &g[3]);     /* error, not yet delivered */
     resolver_free(f->r);
     f->r = NULL;
     run_until(f, NULL, 0, 500);

@@ -67,9 +67,23 @@ static int group_setup(void **state)
         return -1;
     snprintf(certfile, sizeof(certfile), "%s/cert.pem", tmpdir);
     snprintf(keyfile, sizeof(keyfile), "%s/key.pem", tmpdir);
-    char *const req[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", keyfile, "-out",
-                         certfile, "-days", "2", "-subj", "/CN=peer.test", NULL};
+    char *const req[] = {"/usr/bin/openssl",
+                         "req",
+                         "-x509",
+                         "-newkey",
+                         "ec",
+                         "-pkeyopt",
+                         "ec_paramgen_curve:prime256v1",
+                         "-nodes",
+                         "-keyout",
+                         keyfile,
+                         "-out",
+                         certfile,
+                         "-days",
+                         "2",
+                         "-subj",
+                         "/CN=peer.test",
+                         NULL};
     if (run_cmd(req) != 0)
         return -1;
     tls_ctx = smtp_client_tls_ctx_new(err, sizeof(err));
@@ -108,8 +122,8 @@ static void peer_start(struct peer *pr, const char *json_opts)
     snprintf(pr->dir, sizeof(pr->dir), "%s/peer%d", tmpdir, ++seq);
     assert_int_equal(mkdir(pr->dir, 0700), 0);
     snprintf(pr->record, sizeof(pr->record), "%s/record.jsonl", pr->dir);
-    snprintf(json, sizeof(json), "{\"record\":\"%s\",\"dump_dir\":\"%s\"%s%s}", pr->record,
-             pr->dir, json_opts[0] ? "," : "", json_opts);
+    snprintf(json, sizeof(json), "{\"record\":\"%s\",\"dump_dir\":\"%s\"%s%s}", pr->record, pr->dir,
+             json_opts[0] ? "," : "", json_opts);
     assert_int_equal(pipe(out), 0);
     pr->pid = fork();
     assert_true(pr->pid >= 0);
@@ -603,8 +617,7 @@ static void tls_peer_opts(char *buf, size_t len, const char *extra)
              extra);
 }
 
-static void deliver_tls(const char *extra, enum smtp_tls_policy tls, bool expect_tls,
-                        struct run *r)
+static void deliver_tls(const char *extra, enum smtp_tls_policy tls, bool expect_tls, struct run *r)
 {
     struct peer pr;
     struct sockaddr_in sin;
@@ -702,7 +715,7 @@ static void test_stalls_time_out(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(stalls) / sizeof(stalls[0]); i++) {
         struct run r = {0};
-        print_message("stall at %s\n", stalls[i].stall);
+        print_message("# stall at %s\n", stalls[i].stall);
         snprintf(opts, sizeof(opts), "\"stall\":\"%s\"", stalls[i].stall);
         expect_failure(&r, opts, SMTP_TLS_NONE, stalls[i].stage);
         assert_true(r.err.timeout);
@@ -722,7 +735,7 @@ static void test_resets(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(resets) / sizeof(resets[0]); i++) {
         struct run r = {0};
-        print_message("reset at %s\n", resets[i].reset);
+        print_message("# reset at %s\n", resets[i].reset);
         snprintf(opts, sizeof(opts), "\"reset\":\"%s\"", resets[i].reset);
         expect_failure(&r, opts, SMTP_TLS_NONE, resets[i].stage);
         assert_false(r.err.timeout);
@@ -976,6 +989,59 @@ static void test_abort_in_callback(void **state)
     assert_false(r.failed);
 }
 
+/* The peer says 220 to STARTTLS but goes on in plain text: the handshake
+ * fails, and that is a failure at SC_TLS (the session cannot go back). */
+static void test_tls_handshake_failure(void **state)
+{
+    struct run r = {0};
+    char opts[1024];
+    (void)state;
+    tls_peer_opts(opts, sizeof(opts), ",\"starttls_reply\":\"220 2.0.0 Go ahead (not really)\"");
+    expect_failure(&r, opts, SMTP_TLS_PREFERRED, SC_TLS);
+    assert_false(r.err.tls_required);
+    assert_false(r.info.tls_active);
+    assert_int_equal(r.readies, 0);
+}
+
+/* quit() from inside done(), while the RSET after a refused MAIL is still
+ * unanswered: QUIT follows RSET, the loop ends, no ready() comes. */
+static void on_done_quit(void *arg, struct smtp_client *c, const struct smtp_client_result *res)
+{
+    struct run *r = arg;
+    on_done(arg, c, res);
+    event_del(r->guard);
+    smtp_client_quit(c);
+}
+
+static void test_quit_in_done(void **state)
+{
+    struct peer pr;
+    struct sockaddr_in sin;
+    struct run r = {0};
+    static const struct smtp_client_ops quit_ops = {on_ready, on_done_quit, on_failed};
+    struct smtp_client_msg m = msg_mem("hi\r\n", rcpt1, 1);
+    struct timeval tv = {20, 0};
+    (void)state;
+    peer_start(&pr, "\"mail_reply\":\"452 4.3.1 Insufficient system resources\"");
+    struct smtp_client_params p = params(&sin, pr.port, SMTP_TLS_NONE);
+    r.msgs[0] = &m;
+    r.nmsgs = 1;
+    r.base = event_base_new();
+    r.guard = evtimer_new(r.base, on_guard, &r);
+    evtimer_add(r.guard, &tv);
+    smtp_client_start(r.base, &p, &quit_ops, &r);
+    event_base_dispatch(r.base);
+    event_free(r.guard);
+    event_base_free(r.base);
+    peer_stop(&pr);
+    assert_false(r.guard_fired);
+    assert_false(r.failed);
+    assert_int_equal(r.readies, 1);
+    assert_int_equal(r.dones, 1);
+    assert_int_equal(r.res[0].stage, SC_MAIL);
+    assert_int_equal(r.res[0].mail, 452);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1004,6 +1070,8 @@ int main(void)
         cmocka_unit_test(test_local_errors),
         cmocka_unit_test(test_smtp_sink),
         cmocka_unit_test(test_abort_in_callback),
+        cmocka_unit_test(test_tls_handshake_failure),
+        cmocka_unit_test(test_quit_in_done),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -367,19 +367,24 @@ static void test_group_commit(void **state)
     fill_body(body, sizeof(body), 4);
     uint64_t before = spool_stats_batches(f->sp);
     int total = 0;
+    static struct spool_msg *m[N];
+    /* Built first, then committed back to back, as messages finishing in
+     * one loop turn are: the count then depends on grouping, not timing. */
     for (int i = 0; i < N; i++) {
         uint64_t mid = spool_next_id(f->sp, SPOOL_ID_MID);
         d[i] = (struct done){.mid = mid, .count = &total};
         /* every fourth body in a file, to group file syncs too */
-        commit(make_msg(f->sp, mid, body, i % 4 ? 512 : sizeof(body), 512), &d[i]);
+        m[i] = make_msg(f->sp, mid, body, i % 4 ? 512 : sizeof(body), 512);
     }
+    for (int i = 0; i < N; i++)
+        commit(m[i], &d[i]);
     run_until(f->base, &total, N);
     for (int i = 0; i < N; i++)
         assert_int_equal(d[i].err, 0);
     uint64_t batches = spool_stats_batches(f->sp) - before;
     print_message("# group commit: %d messages in %" PRIu64 " transactions\n", N, batches);
     assert_true(batches >= 1);
-    assert_true(batches < N / 4);
+    assert_true(batches <= 10);
     assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM msg", 0), N);
     assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM rcpt", 0), 2 * N);
 }
