@@ -93,6 +93,7 @@ struct conn {
     struct spool_body body;
     bool body_open;
     unsigned msgs;
+    char local_ip[46]; /* our end of the current connection */
     /* why the last candidate failed, for the deferral of the recipients */
     char fail_status[16];
     char fail_diag[600];
@@ -401,7 +402,8 @@ static void conn_error(struct conn *c, const char *details, const char *reason, 
     maillog(LOG_INFO,
             "Connection Error: DCID %llu domain: %s IP: %s port: %u details: %s interface: %s "
             "reason: %s",
-            (unsigned long long)c->dcid, c->d->domain, k->ip, k->port, details, "0.0.0.0", reason);
+            (unsigned long long)c->dcid, c->d->domain, k->ip, k->port, details,
+            c->local_ip[0] ? c->local_ip : "0.0.0.0", reason);
     snprintf(c->fail_status, sizeof(c->fail_status), "%s", status);
     snprintf(c->fail_diag, sizeof(c->fail_diag), "%s", details);
     if (status[0] == '4')
@@ -593,8 +595,6 @@ static void conn_try_next(struct conn *c)
     const struct cand *k = &c->cands[c->ci];
     const struct cfg_dest_control *dc = config_dest_control_for(cfg, c->d->domain);
     c->dcid = spool_next_id(scheduler_spool(c->ob->s), SPOOL_ID_DCID);
-    maillog(LOG_INFO, "New SMTP DCID %llu interface %s address %s port %u",
-            (unsigned long long)c->dcid, "0.0.0.0", k->ip, k->port);
     struct smtp_client_params p = {
         .dcid = c->dcid,
         .helo_name = cfg->delivery.helo_name,
@@ -612,6 +612,10 @@ static void conn_try_next(struct conn *c)
     };
     c->st = C_CONNECT;
     c->cl = smtp_client_start(scheduler_base(c->ob->s), &p, &client_ops, c);
+    snprintf(c->local_ip, sizeof(c->local_ip), "%s", smtp_client_info(c->cl)->local_ip);
+    maillog(LOG_INFO, "New SMTP DCID %llu interface %s address %s port %u",
+            (unsigned long long)c->dcid, c->local_ip[0] ? c->local_ip : "0.0.0.0", k->ip,
+            k->port);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------- */

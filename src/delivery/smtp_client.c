@@ -1101,6 +1101,16 @@ struct smtp_client *smtp_client_start(struct event_base *base, const struct smtp
         defer(c, DEFER_FAIL);
         return c;
     }
+    /* TCP binds the local end at connect() time, even in progress: the
+     * address is known now, for the "New SMTP DCID ... interface" log. */
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof(local);
+    if (getsockname(c->fd, (struct sockaddr *)&local, &llen) == 0) {
+        const void *a = local.ss_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)&local)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)&local)->sin_addr;
+        inet_ntop(local.ss_family, a, c->info.local_ip, sizeof(c->info.local_ip));
+    }
     c->conn_ev = event_new(base, c->fd, EV_WRITE, client_on_connect, c);
     struct timeval tv = ms_to_tv(timeout_ms(c, TMO_CONNECT));
     event_add(c->conn_ev, &tv);

@@ -86,6 +86,8 @@ struct smtp_client_info {
     bool masked_ehlo;          /* EHLO keywords masked (XXXXXXXA) */
     uint64_t connect_ms;       /* time to connect */
     uint64_t banner_ms;        /* time from connect to banner */
+    char local_ip[46];         /* our address on this connection (valid from
+                                  smtp_client_start's return when the connect began) */
     size_t starttls_discarded; /* octets the peer sent after its 220 to STARTTLS
                                   and before the handshake: discarded unread
                                   (CVE-2021-38371 class), 0 normally */

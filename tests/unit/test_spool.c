@@ -257,7 +257,7 @@ static void check_stored(struct fx *f, uint64_t mid, const char *body, size_t le
                      SQLITE_OK);
     sqlite3_bind_int64(st, 1, (int64_t)mid);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
     assert_string_equal(sqlite3_column_text(st, 1), "bob@example.org");
     assert_string_equal(sqlite3_column_text(st, 2), "rfc822;bob@example.org");
     assert_int_equal(sqlite3_column_int(st, 3), SPOOL_NOTIFY_FAILURE | SPOOL_NOTIFY_DELAY);
@@ -266,7 +266,7 @@ static void check_stored(struct fx *f, uint64_t mid, const char *body, size_t le
     assert_int_equal(sqlite3_column_int64(st, 6), 1700000000000 + (int64_t)mid);
     assert_int_equal(sqlite3_column_type(st, 7), SQLITE_NULL);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 2);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
     assert_string_equal(sqlite3_column_text(st, 1), "carol@example.org");
     assert_int_equal(sqlite3_column_type(st, 2), SQLITE_NULL);
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
@@ -738,6 +738,141 @@ struct bench {
     int started, done, total, errors;
 };
 
+
+/* ---- delivery side: load, body read, result transactions ---------------- */
+
+struct loaded {
+    int nmsgs;
+    uint64_t mids[8];
+    size_t nrcpts[8];
+    uint32_t attempts[8][2];
+    char sender[64];
+};
+
+static void on_load(void *ctx, const struct spool_msg_rec *m)
+{
+    struct loaded *l = ctx;
+    if (l->nmsgs >= 8)
+        return;
+    l->mids[l->nmsgs] = m->env.mid;
+    l->nrcpts[l->nmsgs] = m->nrcpts;
+    for (size_t i = 0; i < m->nrcpts && i < 2; i++)
+        l->attempts[l->nmsgs][i] = m->rcpts[i].attempts;
+    snprintf(l->sender, sizeof(l->sender), "%s", m->env.sender);
+    l->nmsgs++;
+}
+
+static void commit_two(struct fx *f, char *small, char *large)
+{
+    int count = 0;
+    struct done d1 = {.count = &count}, d2 = {.count = &count};
+    fill_body(small, 100, 1);
+    fill_body(large, THRESHOLD * 2, 2);
+    commit(make_msg(f->sp, 1, small, 100, 100), &d1);
+    commit(make_msg(f->sp, 2, large, THRESHOLD * 2, 1000), &d2);
+    run_until(f->base, &count, 2);
+    assert_int_equal(d1.err, 0);
+    assert_int_equal(d2.err, 0);
+}
+
+static void test_load_and_body(void **state)
+{
+    struct fx *f = *state;
+    char small[100], large[THRESHOLD * 2];
+    struct loaded l = {0};
+    struct spool_body b;
+    commit_two(f, small, large);
+    assert_int_equal(spool_load(f->sp, on_load, &l), 0);
+    assert_int_equal(l.nmsgs, 2);
+    assert_int_equal(l.mids[0], 1);
+    assert_int_equal(l.nrcpts[0], 2);
+    assert_string_equal(l.sender, "alice@example.com");
+    /* a blob is copied into memory */
+    assert_int_equal(spool_body_open(f->sp, 1, &b), 0);
+    assert_non_null(b.data);
+    assert_int_equal(b.size, 100);
+    assert_memory_equal(b.data, small, 100);
+    spool_body_close(&b);
+    /* a file is handed out as a descriptor */
+    assert_int_equal(spool_body_open(f->sp, 2, &b), 0);
+    assert_null(b.data);
+    assert_true(b.fd >= 0);
+    assert_int_equal(b.size, sizeof(large));
+    char back[THRESHOLD * 2];
+    assert_int_equal(pread(b.fd, back, sizeof(back), 0), (ssize_t)sizeof(back));
+    assert_memory_equal(back, large, sizeof(large));
+    spool_body_close(&b);
+    assert_int_equal(spool_body_open(f->sp, 99, &b), -ENOENT);
+}
+
+static void test_txn_results(void **state)
+{
+    struct fx *f = *state;
+    char small[100], large[THRESHOLD * 2];
+    int count = 0;
+    struct done d = {.count = &count};
+    uint64_t msgs, rcpts;
+    commit_two(f, small, large);
+    uint64_t before = spool_stats_batches(f->sp);
+
+    /* message 1: rid 0 delivered, rid 1 deferred; message 2 finished, and
+     * a DSN stored in the same transaction */
+    struct spool_txn *t = spool_txn_new(f->sp);
+    spool_txn_rcpt_done(t, 1, 0);
+    spool_txn_rcpt_defer(t, 1, 1, 3, 1800000000000, "451 4.3.0 try later");
+    spool_txn_rcpt_done(t, 2, 0);
+    spool_txn_rcpt_done(t, 2, 1);
+    spool_txn_msg_done(t, 2);
+    spool_txn_add_msg(t, make_msg(f->sp, 3, small, 50, 50));
+    spool_txn_commit(t, on_commit, &d);
+    run_until(f->base, &count, 1);
+    assert_int_equal(d.err, 0);
+    /* one SQL transaction for all of it */
+    assert_int_equal(spool_stats_batches(f->sp), before + 1);
+
+    assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM rcpt WHERE mid = ?1", 1), 1);
+    assert_int_equal(
+        peek_int(f->peek, "SELECT attempts FROM rcpt WHERE mid = ?1 AND rid = 1", 1), 3);
+    assert_int_equal(
+        peek_int(f->peek, "SELECT next_attempt FROM rcpt WHERE mid = ?1 AND rid = 1", 1),
+        1800000000000);
+    assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM msg WHERE mid = ?1", 2), 0);
+    assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM rcpt WHERE mid = ?1", 2), 0);
+    assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM msg WHERE mid = ?1", 3), 1);
+    /* the finished message's body file is gone, after the commit */
+    assert_false(path_exists(f, "bodies/2"));
+    spool_counts(f->sp, &msgs, &rcpts);
+    assert_int_equal(msgs, 2); /* 1 and the DSN */
+    assert_int_equal(rcpts, 3); /* 1's deferred one and the DSN's two */
+
+    /* the deferral survives a reopen */
+    struct loaded l = {0};
+    reopen(f, THRESHOLD, 0);
+    assert_int_equal(spool_load(f->sp, on_load, &l), 0);
+    assert_int_equal(l.nmsgs, 2);
+    assert_int_equal(l.nrcpts[0], 1);
+    assert_int_equal(l.attempts[0][0], 3);
+}
+
+static void test_txn_queued_before_close_commits(void **state)
+{
+    struct fx *f = *state;
+    char small[100], large[THRESHOLD * 2];
+    commit_two(f, small, large);
+    /* a txn queued before spool_close() is still committed, and its
+     * callback runs from the close's drain */
+    struct done d = {0};
+    struct spool_txn *t = spool_txn_new(f->sp);
+    spool_txn_rcpt_done(t, 1, 0);
+    spool_txn_commit(t, on_commit, &d);
+    spool_close(f->sp);
+    f->sp = NULL;
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.err, 0); /* queued before the close: still committed */
+    fx_open_spool(f, THRESHOLD, 0);
+    assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM rcpt WHERE mid = ?1", 1), 1);
+}
+
 static void bench_one(struct bench *b);
 
 static void bench_cb(void *arg, int err)
@@ -814,6 +949,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_discard, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_low_space, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_runs_callbacks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_load_and_body, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_txn_results, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_txn_queued_before_close_commits, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_throughput, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
