@@ -55,6 +55,15 @@
 
 enum conn_state { C_RESOLVE, C_CONNECT, C_READY, C_SENDING };
 
+/* Why a recipient failed, rendered twice: the appliance log shape
+ * (('550', ['5.1.1 ...'])) and the plain SMTP reply ("550 5.1.1 ...") that
+ * DSNs (RFC 3464 Diagnostic-Code), the spool and hoststatus carry. */
+struct why {
+    char status[16];
+    char log[720];
+    char plain[720];
+};
+
 struct cand {
     char host[256];
     char ip[INET6_ADDRSTRLEN];
@@ -95,8 +104,7 @@ struct conn {
     unsigned msgs;
     char local_ip[46]; /* our end of the current connection */
     /* why the last candidate failed, for the deferral of the recipients */
-    char fail_status[16];
-    char fail_diag[600];
+    struct why fail;
 };
 
 struct outbound {
@@ -145,39 +153,64 @@ static void give_back(struct conn *c, struct q_rcpt *r, enum q_outcome out, enum
     scheduler_result(c->ob->s, r, &res);
 }
 
+static void why_text(struct why *w, const char *status, const char *text)
+{
+    snprintf(w->status, sizeof(w->status), "%s", status);
+    snprintf(w->log, sizeof(w->log), "%s", text);
+    snprintf(w->plain, sizeof(w->plain), "%s", text);
+}
+
+/* From a reply; the status defaults by class when the peer gave none. */
+static void why_reply(struct why *w, const struct smtp_reply *r)
+{
+    if (r->enhanced[0])
+        snprintf(w->status, sizeof(w->status), "%s", r->enhanced);
+    else
+        snprintf(w->status, sizeof(w->status), "%c.0.0", r->code >= 500 ? '5' : '4');
+    smtp_reply_format(r, w->log, sizeof(w->log));
+    smtp_reply_plain(r, w->plain, sizeof(w->plain));
+}
+
 /* Log and return one recipient as deferred or bounced. */
 static void rcpt_fail(struct conn *c, struct q_rcpt *r, bool hard, enum q_hard_kind kind,
-                      const char *status, const char *diag, const char *remote)
+                      const struct why *w, const char *remote)
 {
-    /* diag is ours, or a reply already escaped by smtp_reply_format() */
+    /* w->log is ours, or a reply already escaped by smtp_reply_format() */
     maillog(LOG_INFO, "%s: DCID %llu MID %llu to RID %u - %s - %s %s", hard ? "Bounced" : "Delayed",
-            (unsigned long long)c->dcid, (unsigned long long)r->msg->mid, r->rid, status,
-            smtp_status_text(status), diag);
-    if (hard)
-        snprintf(c->d->last_5xx, sizeof(c->d->last_5xx), "%s", diag);
-    else
-        snprintf(c->d->last_4xx, sizeof(c->d->last_4xx), "%s", diag);
-    if (hard)
+            (unsigned long long)c->dcid, (unsigned long long)r->msg->mid, r->rid, w->status,
+            smtp_status_text(w->status), w->log);
+    if (hard) {
+        snprintf(c->d->last_5xx, sizeof(c->d->last_5xx), "%s", w->plain);
         c->d->last_5xx_ms = ob_now_ms();
-    else
+    } else {
+        snprintf(c->d->last_4xx, sizeof(c->d->last_4xx), "%s", w->plain);
         c->d->last_4xx_ms = ob_now_ms();
-    give_back(c, r, hard ? Q_BOUNCED : Q_DEFERRED, kind, status, diag, remote);
+    }
+    give_back(c, r, hard ? Q_BOUNCED : Q_DEFERRED, kind, w->status, w->plain, remote);
 }
 
 /* Defer or bounce the current batch and every ready recipient of the
  * destination with the same reason (host down, DNS failure). */
-static void fail_all(struct conn *c, bool hard, enum q_hard_kind kind, const char *status,
-                     const char *diag)
+static void fail_all(struct conn *c, bool hard, enum q_hard_kind kind, const struct why *w)
 {
     struct scheduler *s = c->ob->s;
     struct q_rcpt *rs[64];
     size_t n;
     for (size_t i = 0; i < c->nbatch; i++)
-        rcpt_fail(c, c->batch[i], hard, kind, status, diag, NULL);
+        rcpt_fail(c, c->batch[i], hard, kind, w, NULL);
     c->nbatch = 0;
     while ((n = scheduler_take(s, c->d, rs, 64)) > 0)
         for (size_t i = 0; i < n; i++)
-            rcpt_fail(c, rs[i], hard, kind, status, diag, NULL);
+            rcpt_fail(c, rs[i], hard, kind, w, NULL);
+}
+
+/* fail_all with a reason of our own words. */
+static void fail_all_text(struct conn *c, bool hard, enum q_hard_kind kind, const char *status,
+                          const char *text)
+{
+    struct why w;
+    why_text(&w, status, text);
+    fail_all(c, hard, kind, &w);
 }
 
 /* ---- candidates --------------------------------------------------------- */
@@ -258,8 +291,8 @@ static void lookups_done(struct conn *c, bool shuffle)
     for (size_t i = 0; i < c->nlookups; i++)
         c->lookups[i].id = 0;
     if (c->ncands == 0) {
-        fail_all(c, false, Q_HARD_OTHER, "4.4.4",
-                 "no address found for any destination host of this domain");
+        fail_all_text(c, false, Q_HARD_OTHER, "4.4.4",
+                      "no address found for any destination host of this domain");
         c->d->state = HOST_DOWN;
         conn_free(c);
         return;
@@ -328,13 +361,13 @@ static void on_mx(void *arg, const struct dns_answer *ans)
         return;
     case DNS_NXDOMAIN:
         snprintf(diag, sizeof(diag), "DNS Hard Bounce: domain %s does not exist", d->domain);
-        fail_all(c, true, Q_HARD_DNS, "5.1.2", diag);
+        fail_all_text(c, true, Q_HARD_DNS, "5.1.2", diag);
         conn_free(c);
         return;
     default:
         snprintf(diag, sizeof(diag), "DNS temporary failure looking up MX for %s: %s", d->domain,
                  dns_status_str(ans->status));
-        fail_all(c, false, Q_HARD_OTHER, "4.4.3", diag);
+        fail_all_text(c, false, Q_HARD_OTHER, "4.4.3", diag);
         conn_free(c);
         return;
     }
@@ -342,7 +375,7 @@ static void on_mx(void *arg, const struct dns_answer *ans)
     if (ans->n == 1 && strcmp(ans->rr[0].host, ".") == 0) {
         snprintf(diag, sizeof(diag), "DNS Hard Bounce: domain %s has a null MX (RFC 7505)",
                  d->domain);
-        fail_all(c, true, Q_HARD_DNS, "5.1.10", diag);
+        fail_all_text(c, true, Q_HARD_DNS, "5.1.10", diag);
         conn_free(c);
         return;
     }
@@ -394,51 +427,62 @@ static const char *stage_name(enum smtp_client_stage st)
     return names[st];
 }
 
-/* Log a failed candidate the appliance way and remember why. */
-static void conn_error(struct conn *c, const char *details, const char *reason, const char *status)
+/* Log a failed candidate the appliance way and remember why (for the
+ * deferral if it was the last one). stage prefixes the details. */
+static void conn_error(struct conn *c, const char *stage, const struct why *w, const char *reason)
 {
     const struct cand *k = &c->cands[c->ci];
-    /* details are ours, or a reply already escaped by smtp_reply_format() */
+    /* w->log is ours, or a reply already escaped by smtp_reply_format() */
     maillog(LOG_INFO,
-            "Connection Error: DCID %llu domain: %s IP: %s port: %u details: %s interface: %s "
+            "Connection Error: DCID %llu domain: %s IP: %s port: %u details: %s%s%s interface: %s "
             "reason: %s",
-            (unsigned long long)c->dcid, c->d->domain, k->ip, k->port, details,
-            c->local_ip[0] ? c->local_ip : "0.0.0.0", reason);
-    snprintf(c->fail_status, sizeof(c->fail_status), "%s", status);
-    snprintf(c->fail_diag, sizeof(c->fail_diag), "%s", details);
-    if (status[0] == '4')
-        snprintf(c->d->last_4xx, sizeof(c->d->last_4xx), "%s", details);
+            (unsigned long long)c->dcid, c->d->domain, k->ip, k->port, stage, stage[0] ? " " : "",
+            w->log, c->local_ip[0] ? c->local_ip : "0.0.0.0", reason);
+    c->fail = *w;
+    if (w->status[0] == '4') {
+        snprintf(c->d->last_4xx, sizeof(c->d->last_4xx), "%s", w->plain);
+        c->d->last_4xx_ms = ob_now_ms();
+    }
 }
 
 static void on_failed(void *arg, struct smtp_client *cl, const struct smtp_client_error *e)
 {
     struct conn *c = arg;
-    char details[700], rep[600];
-    const char *reason = "network error";
+    char details[300];
+    const char *reason = "network error", *stage = stage_name(e->stage);
+    struct why w;
     c->cl = NULL;
     if (c->body_open) {
         spool_body_close(&c->body);
         c->body_open = false;
     }
     if (e->reply.code != 0) {
-        smtp_reply_format(&e->reply, rep, sizeof(rep));
-        snprintf(details, sizeof(details), "%s %s", stage_name(e->stage), rep);
+        why_reply(&w, &e->reply);
+        /* a refusal at banner/EHLO is about this host now: fail over, and
+         * if it was the last host, retry later (4xx) whatever its class */
+        w.status[0] = '4';
         reason = "unexpected SMTP response";
-    } else if (e->tls_required) {
-        snprintf(details, sizeof(details), "TLS required but not offered");
-        reason = "TLS policy";
-    } else if (e->timeout) {
-        snprintf(details, sizeof(details), "timeout at %s", stage_name(e->stage));
-    } else if (e->detail[0]) {
-        snprintf(details, sizeof(details), "%s at %s", e->detail, stage_name(e->stage));
     } else {
-        snprintf(details, sizeof(details), "%s at %s",
-                 e->sys_errno ? strerror(e->sys_errno) : "connection lost", stage_name(e->stage));
+        /* "timeout at banner", "Connection refused at connect" */
+        if (e->tls_required) {
+            snprintf(details, sizeof(details), "TLS required but not offered at %s", stage);
+            reason = "TLS policy";
+        } else if (e->timeout) {
+            snprintf(details, sizeof(details), "timeout at %s", stage);
+        } else {
+            snprintf(details, sizeof(details), "%s at %s",
+                     e->detail[0]   ? e->detail
+                     : e->sys_errno ? strerror(e->sys_errno)
+                                    : "connection lost",
+                     stage);
+        }
+        why_text(&w, e->timeout ? "4.4.1" : "4.4.2", details);
+        stage = "";
     }
     if (e->masked_banner || e->masked_ehlo)
         reason = e->masked_banner ? "masked banner: likely an SMTP-inspecting firewall"
                                   : "masked EHLO: likely an SMTP-inspecting firewall";
-    conn_error(c, details, reason, e->reply.code >= 500 ? "5.0.0" : "4.4.2");
+    conn_error(c, stage, &w, reason);
     c->ci++;
     conn_try_next(c);
 }
@@ -451,9 +495,10 @@ static bool conn_send(struct conn *c)
     const char *rcpts[OB_MAX_BATCH];
     char rids[256];
     if (spool_body_open(scheduler_spool(c->ob->s), m->mid, &c->body) < 0) {
+        struct why w;
+        why_text(&w, "4.3.0", "local error: message body unreadable");
         for (size_t i = 0; i < c->nbatch; i++)
-            rcpt_fail(c, c->batch[i], false, Q_HARD_OTHER, "4.3.0",
-                      "local error: message body unreadable", NULL);
+            rcpt_fail(c, c->batch[i], false, Q_HARD_OTHER, &w, NULL);
         c->nbatch = 0;
         smtp_client_quit(c->cl);
         c->cl = NULL;
@@ -507,22 +552,12 @@ static void on_ready(void *arg, struct smtp_client *cl)
         scheduler_kick(c->ob->s, c->d);
 }
 
-/* Format a reply for logs and DSNs; status defaults by class. */
-static void reply_text(const struct smtp_reply *r, char *status, size_t slen, char *diag,
-                       size_t dlen)
-{
-    if (r->enhanced[0])
-        snprintf(status, slen, "%s", r->enhanced);
-    else
-        snprintf(status, slen, "%c.0.0", r->code >= 500 ? '5' : '4');
-    smtp_reply_format(r, diag, dlen);
-}
-
 static void on_done(void *arg, struct smtp_client *cl, const struct smtp_client_result *res)
 {
     struct conn *c = arg;
     struct q_msg *m = c->batch[0]->msg;
-    char status[16], diag[700], rids[256];
+    char rids[256];
+    struct why w;
     bool delivered[OB_MAX_BATCH] = {false};
     size_t ndelivered = 0;
     const char *remote = c->cands[c->ci].host;
@@ -532,10 +567,8 @@ static void on_done(void *arg, struct smtp_client *cl, const struct smtp_client_
     c->msgs++;
     /* 4xx to MAIL: this host cannot take mail now; the batch fails over */
     if (res->stage == SC_MAIL && res->mail.code >= 400 && res->mail.code < 500) {
-        reply_text(&res->mail, status, sizeof(status), diag, sizeof(diag));
-        char details[720];
-        snprintf(details, sizeof(details), "MAIL %s", diag);
-        conn_error(c, details, "unexpected SMTP response", status);
+        why_reply(&w, &res->mail);
+        conn_error(c, "MAIL", &w, "unexpected SMTP response");
         smtp_client_quit(cl);
         c->cl = NULL;
         c->ci++;
@@ -556,10 +589,8 @@ static void on_done(void *arg, struct smtp_client *cl, const struct smtp_client_
             ndelivered++;
             continue;
         }
-        reply_text(rep, status, sizeof(status), diag, sizeof(diag));
-        if (rep->code == 0) /* connection-level failure already reported */
-            snprintf(status, sizeof(status), "4.4.2");
-        rcpt_fail(c, r, rep->code >= 500, Q_HARD_5XX, status, diag, remote);
+        why_reply(&w, rep);
+        rcpt_fail(c, r, rep->code >= 500, Q_HARD_5XX, &w, remote);
     }
     if (ndelivered > 0) {
         char esc[700];
@@ -587,8 +618,9 @@ static void conn_try_next(struct conn *c)
     struct config *cfg = ob_cfg(c);
     if (c->ci >= c->ncands) {
         c->d->state = HOST_DOWN;
-        fail_all(c, false, Q_HARD_OTHER, c->fail_status[0] ? c->fail_status : "4.4.1",
-                 c->fail_diag[0] ? c->fail_diag : "no destination host could be reached");
+        if (c->fail.status[0] == '\0')
+            why_text(&c->fail, "4.4.1", "no destination host could be reached");
+        fail_all(c, false, Q_HARD_OTHER, &c->fail);
         conn_free(c);
         return;
     }
@@ -614,8 +646,7 @@ static void conn_try_next(struct conn *c)
     c->cl = smtp_client_start(scheduler_base(c->ob->s), &p, &client_ops, c);
     snprintf(c->local_ip, sizeof(c->local_ip), "%s", smtp_client_info(c->cl)->local_ip);
     maillog(LOG_INFO, "New SMTP DCID %llu interface %s address %s port %u",
-            (unsigned long long)c->dcid, c->local_ip[0] ? c->local_ip : "0.0.0.0", k->ip,
-            k->port);
+            (unsigned long long)c->dcid, c->local_ip[0] ? c->local_ip : "0.0.0.0", k->ip, k->port);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------- */

@@ -90,9 +90,9 @@ struct dest {
     enum host_state state;
     int64_t last_activity_ms;
     int64_t oldest_ms; /* arrival of the oldest message seen queued here */
-    char last_4xx[400];
+    char last_4xx[720];
     int64_t last_4xx_ms;
-    char last_5xx[400];
+    char last_5xx[720];
     int64_t last_5xx_ms;
     char ips[DEST_MAX_IPS][48]; /* ordered as last tried */
     size_t nips;

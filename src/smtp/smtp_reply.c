@@ -287,3 +287,18 @@ void smtp_reply_set(struct smtp_reply *r, int code, const char *enhanced, const 
     }
     r->nlines = 1;
 }
+
+void smtp_reply_plain(const struct smtp_reply *r, char *out, size_t outlen)
+{
+    size_t o = 0;
+    if (outlen == 0)
+        return;
+    o = (size_t)snprintf(out, outlen, "%d", r->code);
+    for (size_t i = 0; i < r->nlines && o + 1 < outlen; i++) {
+        const char *t = smtp_reply_line(r, i);
+        out[o++] = ' ';
+        for (; t && *t && o + 1 < outlen; t++)
+            out[o++] = ((unsigned char)*t < 0x20 || *t == 0x7f) ? ' ' : *t;
+    }
+    out[o < outlen ? o : outlen - 1] = '\0';
+}

@@ -55,6 +55,9 @@ enum smtp_reply_status smtp_reply_feed(struct smtp_reply *r, const char *line, s
 const char *smtp_reply_line(const struct smtp_reply *r, size_t i);
 /* Appliance-style rendering for logs: ('452', ['4.3.1 Insufficient system resources']) */
 void smtp_reply_format(const struct smtp_reply *r, char *out, size_t outlen);
+/* Plain rendering for DSNs and host status: "550 5.1.1 text", the lines
+ * joined by single spaces, control characters replaced by spaces. */
+void smtp_reply_plain(const struct smtp_reply *r, char *out, size_t outlen);
 /* True if the reply looks masked by an inspecting firewall. */
 bool smtp_reply_masked(const struct smtp_reply *r);
 /* Set a synthesised reply (local errors). */

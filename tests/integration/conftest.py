@@ -385,3 +385,278 @@ def tls_cert(tmp_path_factory):
                     "-subj", "/CN=mx.gw.test", "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
     return cert, key
+
+
+# ---- delivery test servers (smtp_peer.py, dns_server.py) ----------------------
+# Added for the delivery tests; nothing above depends on them.
+
+SYS_PYTHON = "/usr/bin/python3"  # has dnslib and aiosmtpd; the PATH python may not
+TOOLS = os.path.join(ROOT, "tests", "tools")
+
+
+def _read_ready(proc, what, timeout=20):
+    """Wait for the "READY <port>" line of a test server; returns the port."""
+    import select
+    deadline = time.time() + timeout
+    buf = b""
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited {proc.returncode} before READY")
+        r, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if r:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            buf += chunk
+            m = re.search(rb"READY (\d+)", buf)
+            if m:
+                return int(m.group(1))
+    raise AssertionError(f"{what} never printed READY")
+
+
+class SmtpPeer:
+    """One tests/tools/smtp_peer.py process; its record file parsed on demand."""
+
+    def __init__(self, tmpdir, name, opts):
+        import json
+        self.dir = str(tmpdir)
+        self.name = name
+        self.record_path = os.path.join(self.dir, f"{name}.jsonl")
+        self.opts = dict(opts)
+        self.opts.setdefault("record", self.record_path)
+        self.record_path = self.opts["record"]
+        self.err_path = os.path.join(self.dir, f"{name}.stderr")
+        self.proc = None
+        self.port = self.opts.get("port", 0) or None
+        self._json = json
+
+    def start(self):
+        self.err = open(self.err_path, "ab")
+        self.proc = subprocess.Popen([SYS_PYTHON, os.path.join(TOOLS, "smtp_peer.py"),
+                                      "--json", self._json.dumps(self.opts)],
+                                     stdout=subprocess.PIPE, stderr=self.err)
+        self.port = _read_ready(self.proc, f"smtp_peer {self.name}")
+        self.opts["port"] = self.port
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc.stdout.close()
+            self.err.close()
+            self.proc = None
+
+    def records(self, kind=None):
+        try:
+            with open(self.record_path, encoding="utf-8") as f:
+                recs = [self._json.loads(l) for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+        return [r for r in recs if kind is None or r["type"] == kind]
+
+    def messages(self):
+        import base64
+        out = []
+        for r in self.records("message"):
+            r = dict(r)
+            r["body"] = base64.b64decode(r.pop("body_b64"))
+            out.append(r)
+        return out
+
+    def connections(self):
+        return len(self.records("connect"))
+
+    def wait_messages(self, n, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            msgs = self.messages()
+            if len(msgs) >= n:
+                return msgs
+            time.sleep(0.05)
+        raise AssertionError(f"smtp_peer {self.name}: expected {n} messages, got "
+                             f"{len(self.messages())}: {self.records()}")
+
+
+@pytest.fixture
+def smtp_peer(tmp_path):
+    """Factory: smtp_peer(name="peer", start=True, **options) -> SmtpPeer."""
+    peers = []
+
+    def make(name=None, start=True, **opts):
+        p = SmtpPeer(tmp_path, name or f"peer{len(peers)}", opts)
+        peers.append(p)
+        if start:
+            p.start()
+        return p
+
+    yield make
+    for p in peers:
+        p.stop()
+
+
+class DnsServer:
+    """tests/tools/dns_server.py on 127.0.0.1, answering from a JSON zone."""
+
+    def __init__(self, tmpdir, zone):
+        import json
+        self._json = json
+        self.dir = str(tmpdir)
+        self.zone_path = os.path.join(self.dir, "zone.json")
+        self.log_path = os.path.join(self.dir, "dns-queries.log")
+        self.set(zone)
+        self.err = open(os.path.join(self.dir, "dns.stderr"), "ab")
+        self.proc = subprocess.Popen([SYS_PYTHON, os.path.join(TOOLS, "dns_server.py"),
+                                      "--port", "0", "--zone", self.zone_path,
+                                      "--log", self.log_path],
+                                     stdout=subprocess.PIPE, stderr=self.err)
+        self.port = _read_ready(self.proc, "dns_server")
+
+    def set(self, zone):
+        """Replace the answers (atomically: write then rename)."""
+        tmp = self.zone_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            self._json.dump(zone, f)
+        os.replace(tmp, self.zone_path)
+
+    def queries(self):
+        try:
+            with open(self.log_path, encoding="utf-8") as f:
+                return [l.split() for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.err.close()
+
+
+@pytest.fixture
+def dns_server(tmp_path):
+    """Factory: dns_server(zone_dict) -> DnsServer (one per test)."""
+    servers = []
+
+    def make(zone):
+        d = tmp_path / f"dns{len(servers)}"
+        d.mkdir()
+        s = DnsServer(d, zone)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+# ---- delivery test helpers ----------------------------------------------------
+
+DELIVERY_RELAY_DOMAINS = ["example.com", ".example.com", "example.net", ".example.net",
+                          ".sub.example.net", "example.org", ".test"]
+
+
+def delivery_overrides(routes=(), dns_port=None, profile=None, dest=None, delivery=None,
+                       extra_dests=(), relay_domains=None):
+    """Gateway overrides for delivery tests: short bounce profile "fast" used by
+    every destination, short delivery timeouts, no TLS, the given routes, and
+    the resolver pointed at dns_port (else at an unused port)."""
+    prof = {"name": "fast", "max_retries": 100, "max_queue_time": "1h",
+            "initial_retry": "1s", "max_retry": "2s"}
+    prof.update(profile or {})
+    dc = {"domain": "default", "tls": "none", "bounce_profile": "fast"}
+    dc.update(dest or {})
+    dly = {"connect_timeout": "2s", "command_timeout": "3s", "data_block_timeout": "3s",
+           "data_done_timeout": "3s"}
+    dly.update(delivery or {})
+    cfg = {
+        "relay_domains": relay_domains or DELIVERY_RELAY_DOMAINS,
+        "smtp_routes": list(routes),
+        "destination_controls": [dc] + [dict({"tls": "none", "bounce_profile": "fast"}, **e)
+                                        for e in extra_dests],
+        "bounce_profiles": [prof],
+        "delivery": dly,
+    }
+    if not cfg["smtp_routes"]:
+        del cfg["smtp_routes"]
+    if dns_port is not None:
+        cfg["resolver"] = {"servers": [f"127.0.0.1:{dns_port}"], "timeout": "1s", "attempts": 1}
+    return cfg
+
+
+def route(domain, *hosts):
+    """An smtp_routes entry; hosts are (host, port[, priority]) or a string
+    (USEDNS, /dev/null)."""
+    if len(hosts) == 1 and isinstance(hosts[0], str):
+        return {"domain": domain, "hosts": hosts[0]}
+    return {"domain": domain, "hosts": [
+        {"host": h[0], "port": h[1], "priority": h[2] if len(h) > 2 else 0} for h in hosts]}
+
+
+def make_content(subject="test", body=b"Hello.\r\n", extra=b""):
+    return (b"From: Sender <sender@example.org>\r\nTo: rcpt@example.com\r\nSubject: "
+            + subject.encode() + b"\r\nMessage-ID: <" + subject.encode().replace(b" ", b"-")
+            + b"@client.test>\r\n" + extra + b"\r\n" + body)
+
+
+def send_message(gw, sender, rcpts, content, port=None):
+    """One message through the gateway's listener; returns its MID."""
+    c = RawSMTP(port or gw.port)
+    try:
+        code, lines = c.message(sender, rcpts, content)
+        assert code == 250, f"DATA answered {code} {lines}"
+        c.cmd("QUIT")
+    finally:
+        c.close()
+    m = re.search(r"Message (\d+) accepted", lines[-1])
+    assert m, lines
+    return int(m.group(1))
+
+
+def assert_relayed(body, content, mid=None):
+    """A delivered body is exactly our Received header + the original content."""
+    m, rest = split_received(body)
+    assert rest == content, f"delivered content differs:\n{rest[:600]!r}\n!=\n{content[:600]!r}"
+    if mid is not None:
+        assert int(m.group("mid")) == mid
+    return m
+
+
+def spool_counts(gw):
+    db = sqlite3.connect(os.path.join(gw.spool_dir, "queue.db"), timeout=30)
+    try:
+        msgs = db.execute("SELECT count(*) FROM msg").fetchone()[0]
+        rcpts = db.execute("SELECT count(*) FROM rcpt").fetchone()[0]
+    finally:
+        db.close()
+    bodies_dir = os.path.join(gw.spool_dir, "bodies")
+    bodies = os.listdir(bodies_dir) if os.path.isdir(bodies_dir) else []
+    return msgs, rcpts, bodies
+
+
+def wait_spool_empty(gw, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        got = spool_counts(gw)
+        if got == (0, 0, []):
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"spool not empty (msgs, rcpts, bodies) = {got}")
+        time.sleep(0.05)
+
+
+def rcpt_rows(gw):
+    db = sqlite3.connect(os.path.join(gw.spool_dir, "queue.db"), timeout=30)
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM rcpt ORDER BY mid, rid")]
+    finally:
+        db.close()
