@@ -24,6 +24,10 @@ test:
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZ_SECS)
 
+bench:
+	@scripts/deps.sh
+	@/usr/bin/python3 bench/run.py
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 

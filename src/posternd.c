@@ -353,7 +353,7 @@ int main(int argc, char **argv)
         return 1;
     }
     maillog_set_flush_hook(flush_hook);
-    D.smtp = smtp_server_new(D.base, D.spool, D.cfg);
+    D.smtp = smtp_server_new(D.base, D.spool, D.resolver, D.cfg);
     smtp_server_set_queue(D.smtp, on_queued, D.sched);
     /* The sockets were bound before the server existed (and before the
      * privilege drop); no connection is dispatched until the loop runs. */

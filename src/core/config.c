@@ -28,10 +28,23 @@
  * every list section is its key: dumped on the "- " line and used for
  * uniqueness and lookups.
  *
- * Cross-references (a destination control's bounce_profile) name an entry of
- * a top-level list that may come later in the file, so they are recorded
- * with their node while walking and checked once the whole file is loaded;
- * the error still points at the referring node.
+ * Lists whose entries partly exist before the file says anything
+ * (sender_groups, mail_flow_policies) carry presets: a table of named
+ * entries, each a list of key/value overrides in config syntax applied on
+ * top of the section's schema defaults. Every preset entry always exists,
+ * first and in table order; an entry of the file with a preset's name gets
+ * the preset's value for every key it does not give. So the schema
+ * defaults of mail_flow_policies are the ACCEPTED policy's values (the base
+ * of a new policy), and TRUSTED, BLOCKED, THROTTLED and RELAYED are ACCEPTED
+ * plus their overrides. Sender group and policy names are case-insensitive:
+ * they are stored upper-case (aliases ALLOWED_LIST and BLOCKED_LIST as
+ * WHITELIST and BLACKLIST), so comparisons are plain strcmp.
+ *
+ * Cross-references (a destination control's bounce_profile, a sender
+ * group's policy, a listener's hat entries) name an entry of a top-level
+ * list that may come later in the file, so they are recorded with their
+ * node while walking and checked once the whole file is loaded; the error
+ * still points at the referring node.
  *
  * Invariants: a config under construction is always freeable by
  * config_free() (values are stored into it as soon as they are parsed, and
@@ -48,6 +61,8 @@
 #include "core/config.h"
 
 #include "core/alloc.h"
+#include "policy/member.h"
+#include "policy/policy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -61,10 +76,11 @@
  * a wrong path (a log, a core file), and the whole file is held in memory. */
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
-/* Why 16: the widest section (top level) has 13 keys; walk_section keeps a
- * "seen" array of this size on the stack for duplicate and required checks
- * (nested lists add one such array per level, three at most). */
-#define SECTION_MAX_PARAMS 16
+/* Why 24: the widest sections (top level, mail_flow_policies items) have 17
+ * and 16 keys; walk_section keeps a "seen" array of this size on the stack
+ * for duplicate and required checks (nested lists add one such array per
+ * level, three at most). */
+#define SECTION_MAX_PARAMS 24
 
 /* Item bounds of the lists. Why: uniqueness checks are pairwise, so a
  * generated or hostile 1 MiB file must not turn a reload into seconds of CPU;
@@ -76,6 +92,26 @@
 #define ROUTE_HOSTS_MAX     100
 #define DEST_CONTROLS_MAX   10000
 #define BOUNCE_PROFILES_MAX 1000
+/* Sender groups and policies are matched per connection through compiled
+ * tables, so their number costs nothing at run time; the bounds only keep
+ * the pairwise name checks cheap. A HAT longer than 100 rows is unreadable
+ * and a group of more than 100000 members belongs in a DNS list. */
+#define SENDER_GROUPS_MAX 1000
+#define POLICIES_MAX      1000
+#define GROUP_MEMBERS_MAX 100000
+#define HAT_MAX           100
+/* Why 8 + 8: a connection's facts hold POLICY_MAX_DNSLISTS list answers,
+ * shared by the reputation lists and the dnslist[] members of all groups;
+ * more lists would also mean more pre-banner queries per connection. */
+#define REPUTATION_LISTS_MAX 8
+#define MEMBER_DNSLISTS_MAX  8
+_Static_assert(REPUTATION_LISTS_MAX + MEMBER_DNSLISTS_MAX <= POLICY_MAX_DNSLISTS,
+               "a connection's facts must hold every DNS list answer");
+#define DNSLIST_CODES_MAX 32
+/* Why 63: a policy name is copied into struct policy_params.name[64]. */
+#define NAME_MAX_LEN 63
+/* Why 199: reply texts are copied into struct policy_params' text[200]. */
+#define REPLY_TEXT_MAX 199
 
 #define DEFAULT_LISTENER_NAME "InboundMail"
 /* Key of the destination control and bounce profile that always exist. */
@@ -99,6 +135,7 @@ enum param_type {
     PT_SIZE,
     PT_DURATION,
     PT_ENUM,
+    PT_DOUBLE, /* a decimal with up to 3 places, stored as double */
     PT_STRLIST,
     PT_SECTION,
     PT_LIST, /* a sequence of sections (listeners, routes, ...) */
@@ -117,6 +154,16 @@ struct load_ctx;
 typedef bool (*item_check_fn)(struct load_ctx *ctx, const struct cfg_param *p, const void *arr,
                               size_t i, yaml_node_t *const *seen, yaml_node_t *item);
 
+/* A preset list entry: key/value overrides in config syntax. */
+struct cfg_preset_value {
+    const char *key, *value;
+};
+struct cfg_preset {
+    const char *name;
+    const struct cfg_preset_value *values;
+    size_t nvalues;
+};
+
 struct cfg_param {
     const char *key;
     enum param_type type;
@@ -127,8 +174,10 @@ struct cfg_param {
      * the list holds when absent (NULL: empty). */
     const char *def;
     char *(*def_fn)(void);
-    uint64_t min, max; /* PT_LIST: item count bounds; min is 0 or 1 */
+    uint64_t min, max; /* PT_LIST, PT_STRLIST: item count bounds (STRLIST max 0: none) */
+    double dmin, dmax; /* PT_DOUBLE bounds */
     bool required;
+    bool allow_empty;      /* PT_STRING: "" is a value */
     bool optional_section; /* PT_SECTION: absent (not dumped) until given */
     /* PT_ENUM: value = index. PT_LIST: names[1..] are scalars accepted
      * instead of a list, stored as their index at kind_offset (0 = a list). */
@@ -139,9 +188,11 @@ struct cfg_param {
     /* PT_LIST only. */
     size_t elem_size;
     size_t kind_offset;
-    const char *item_name;   /* "listener": "must list at least one listener" */
-    const char *unique_what; /* non-NULL: keys are unique ("listener name") */
-    bool default_first;      /* an entry keyed def always exists, at [0] */
+    const char *item_name;            /* "listener": "must list at least one listener" */
+    const char *unique_what;          /* non-NULL: keys are unique ("listener name") */
+    bool default_first;               /* an entry keyed def always exists, at [0] */
+    const struct cfg_preset *presets; /* entries that always exist, first */
+    size_t npresets;
     item_check_fn item_check;
     void (*finish)(void *arr, size_t n); /* after all items (sorting) */
     const char *help;
@@ -165,6 +216,9 @@ struct load_ctx {
     struct config_error *err;
     struct pending_ref *refs;
     size_t nrefs, refs_cap;
+    /* distinct dnslist[] member zones of the sender groups read so far */
+    char member_zones[MEMBER_DNSLISTS_MAX][256];
+    size_t nmember_zones;
 };
 
 struct type_ops {
@@ -348,7 +402,7 @@ static bool node_text(struct load_ctx *ctx, const struct cfg_param *p, const yam
     for (size_t i = 0; i < n->data.scalar.length; i++)
         if (v[i] < 0x20 || v[i] == 0x7f)
             return load_error(ctx, n, "'%s' contains a control character", p->key);
-    if (n->data.scalar.length == 0)
+    if (n->data.scalar.length == 0 && !p->allow_empty)
         return load_error(ctx, n, "'%s' must not be empty", p->key);
     *out = (const char *)v;
     return true;
@@ -487,6 +541,73 @@ static const char *check_resolver_server(char *s)
     if (inet_pton(AF_INET, host, addr) != 1)
         return "not an IPv4 address literal";
     return port_ok(colon + 1) ? NULL : "port must be 1..65535";
+}
+
+/* A sender group or mail flow policy name: letters, digits, '_' and '-',
+ * upper-cased in place (names are case-insensitive). */
+static const char *check_name(char *s)
+{
+    if (strlen(s) > NAME_MAX_LEN)
+        return "name longer than 63 characters";
+    for (char *c = s; *c != '\0'; c++) {
+        if (!ascii_isalnum((unsigned char)*c) && *c != '_' && *c != '-')
+            return "only letters, digits, '_' and '-' are allowed";
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - ('a' - 'A'));
+    }
+    return NULL;
+}
+
+/* Newer appliance names of two predefined groups; stored canonical. */
+static const struct {
+    const char *alias, *name;
+} group_aliases[] = {{"ALLOWED_LIST", "WHITELIST"}, {"BLOCKED_LIST", "BLACKLIST"}};
+
+#define GROUP_ALL "ALL"
+
+/* A sender group name (also a listener's hat entry): a name, aliases
+ * resolved in place (they are longer than what they stand for), and not
+ * ALL, which is the implicit last row of every HAT. */
+static const char *check_group_name(char *s)
+{
+    const char *why = check_name(s);
+    if (why != NULL)
+        return why;
+    if (strcmp(s, GROUP_ALL) == 0)
+        return "ALL is the implicit last row of every HAT and cannot be named";
+    for (size_t i = 0; i < sizeof group_aliases / sizeof group_aliases[0]; i++)
+        if (strcmp(s, group_aliases[i].alias) == 0)
+            memcpy(s, group_aliases[i].name, strlen(group_aliases[i].name) + 1);
+    return NULL;
+}
+
+/* A DNS list zone: a domain name, no leading dot (member.c's rule, shared
+ * with dnslist[] members). */
+static const char *check_zone(char *s)
+{
+    return member_check_domain(s);
+}
+
+static const char *check_ipv4_literal(char *s)
+{
+    unsigned char addr[sizeof(struct in_addr)];
+    return inet_pton(AF_INET, s, addr) == 1 ? NULL : "not an IPv4 address literal";
+}
+
+/* A reply text after the code. Control characters (CR, LF) are already
+ * refused by node_text; the length bound is the policy's buffer. */
+static const char *check_reply_text(char *s)
+{
+    return strlen(s) > REPLY_TEXT_MAX ? "longer than 199 characters" : NULL;
+}
+
+/* The hostname a policy shows in its banner: one word, or "" for the
+ * listener's hostname. */
+static const char *check_banner_hostname(char *s)
+{
+    if (strlen(s) > 253)
+        return "longer than 253 characters";
+    return check_word(s);
 }
 
 /* ---- numeric conversions (type_ops.conv / type_ops.fmt) ----------------- */
@@ -787,6 +908,116 @@ static void num_release(const struct cfg_param *p, void *base)
 {
 }
 
+/* ---- PT_DOUBLE ---------------------------------------------------------- */
+
+/* Optional sign, digits, optional '.' and 1..3 digits; no exponent, no
+ * "nan"/"inf" (strtod would take them). Why at most 3 places: the dump
+ * prints 3 places, so every accepted value loads back equal. */
+static const char *conv_double(const char *s, double *out)
+{
+    const char *p = s;
+    if (*p == '-' || *p == '+')
+        p++;
+    const char *d0 = p;
+    while (ascii_isdigit((unsigned char)*p))
+        p++;
+    /* Why 6 digits: far beyond any bound, and strtod stays exact. */
+    if (p == d0 || p - d0 > 6)
+        return "expected a decimal number such as -5 or 2.5";
+    if (*p == '.') {
+        const char *f0 = ++p;
+        while (ascii_isdigit((unsigned char)*p))
+            p++;
+        if (p == f0 || p - f0 > 3)
+            return "expected a decimal number with at most 3 decimal places";
+    }
+    if (*p != '\0')
+        return "expected a decimal number such as -5 or 2.5";
+    *out = strtod(s, NULL);
+    return NULL;
+}
+
+/* Three places, trailing zeros dropped but one kept: "-5.0", "2.25". */
+static void fmt_double(double v, char *buf, size_t len)
+{
+    snprintf(buf, len, "%.3f", v);
+    size_t n = strlen(buf);
+    while (n > 0 && buf[n - 1] == '0' && buf[n - 2] != '.')
+        buf[--n] = '\0';
+}
+
+static void double_default(const struct cfg_param *p, void *base)
+{
+    double v;
+    if (p->def == NULL || conv_double(p->def, &v) != NULL || v < p->dmin || v > p->dmax)
+        abort(); /* schema table bug */
+    *(double *)FIELD_AT(base, p->offset) = v;
+}
+
+static bool double_parse(struct load_ctx *ctx, const struct cfg_param *p, yaml_node_t *node,
+                         void *base)
+{
+    const char *text, *why;
+    double v;
+    char buf[64], lo[32], hi[32];
+
+    if (!node_text(ctx, p, node, &text))
+        return false;
+    why = conv_double(text, &v);
+    if (why != NULL)
+        return load_error(ctx, node, "'%s': invalid value '%s': %s", p->key,
+                          sanitize(text, strlen(text), buf, sizeof buf), why);
+    if (v < p->dmin || v > p->dmax) {
+        fmt_double(p->dmin, lo, sizeof lo);
+        fmt_double(p->dmax, hi, sizeof hi);
+        return load_error(ctx, node, "'%s' out of range: '%s' is not between %s and %s", p->key,
+                          sanitize(text, strlen(text), buf, sizeof buf), lo, hi);
+    }
+    *(double *)FIELD_AT(base, p->offset) = v;
+    return true;
+}
+
+static void double_dump(const struct cfg_param *p, const void *base, FILE *out, int indent)
+{
+    char buf[32];
+    fmt_double(*(const double *)CFIELD_AT(base, p->offset), buf, sizeof buf);
+    fprintf(out, "%*s%s: %s", indent, "", p->key, buf);
+    dump_help(p, out);
+}
+
+/* Set a scalar parameter from text in config syntax (a preset's value);
+ * text the schema itself refuses is a table bug. */
+static void param_set_text(const struct cfg_param *p, void *base, const char *text)
+{
+    uint64_t v;
+    double d;
+    char **field;
+
+    switch (p->type) {
+    case PT_STRING:
+        field = FIELD_AT(base, p->offset);
+        free(*field);
+        *field = xstrdup(text);
+        return;
+    case PT_DOUBLE:
+        if (conv_double(text, &d) != NULL || d < p->dmin || d > p->dmax)
+            abort();
+        *(double *)FIELD_AT(base, p->offset) = d;
+        return;
+    case PT_BOOL:
+    case PT_UINT:
+    case PT_SIZE:
+    case PT_DURATION:
+    case PT_ENUM:
+        if (type_ops[p->type].conv(p, text, &v) != NULL || v < p->min || v > p->max)
+            abort();
+        store_uint(FIELD_AT(base, p->offset), p->width, v);
+        return;
+    default:
+        abort(); /* presets set scalars only */
+    }
+}
+
 /* ---- PT_STRLIST --------------------------------------------------------- */
 
 static void strlist_default(const struct cfg_param *p, void *base)
@@ -816,6 +1047,13 @@ static bool strlist_parse(struct load_ctx *ctx, const struct cfg_param *p, yaml_
         return true;
     if (node->type != YAML_SEQUENCE_NODE)
         return load_error(ctx, node, "'%s' must be a sequence, not %s", p->key, node_kind(node));
+    size_t count = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (count < p->min)
+        return load_error(ctx, node, "'%s' must list at least one %s", p->key, p->item_name);
+    if (p->max != 0 && count > p->max)
+        return load_error(
+            ctx, yaml_document_get_node(ctx->doc, node->data.sequence.items.start[p->max]),
+            "'%s' lists more than %llu %ss", p->key, (unsigned long long)p->max, p->item_name);
     for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
          it++) {
         yaml_node_t *item = yaml_document_get_node(ctx->doc, *it);
@@ -833,6 +1071,10 @@ static bool strlist_parse(struct load_ctx *ctx, const struct cfg_param *p, yaml_
         }
         xgrow((void **)list, &cap, *n + 1, sizeof **list);
         (*list)[(*n)++] = v;
+        if (p->ref != NULL) {
+            xgrow((void **)&ctx->refs, &ctx->refs_cap, ctx->nrefs + 1, sizeof *ctx->refs);
+            ctx->refs[ctx->nrefs++] = (struct pending_ref){p, item};
+        }
     }
     return true;
 }
@@ -961,6 +1203,64 @@ static void list_default_first(const struct cfg_param *p, void *base)
     list_insert_default(p, base);
 }
 
+static size_t param_index(const struct cfg_section *sec, const char *key);
+
+/* The preset entry named key, or NULL. */
+static const struct cfg_preset *list_preset(const struct cfg_param *p, const char *key)
+{
+    for (size_t i = 0; i < p->npresets; i++)
+        if (strcmp(p->presets[i].name, key) == 0)
+            return &p->presets[i];
+    return NULL;
+}
+
+/* A preset's values for the keys the file did not give (seen: the item's
+ * value nodes; NULL for an entry the file does not have at all). */
+static void preset_apply(const struct cfg_param *p, const struct cfg_preset *ps, void *elem,
+                         yaml_node_t *const *seen)
+{
+    for (size_t i = 0; i < ps->nvalues; i++) {
+        size_t idx = param_index(p->section, ps->values[i].key);
+        if (seen == NULL || seen[idx] == NULL)
+            param_set_text(&p->section->params[idx], elem, ps->values[i].value);
+    }
+}
+
+/* Every preset entry exists, first, in table order; the others keep their
+ * file order after them. Missing ones are made from defaults + preset. */
+static void list_presets_first(const struct cfg_param *p, void *base)
+{
+    void **arr = FIELD_AT(base, p->offset);
+    size_t *n = FIELD_AT(base, p->count_offset);
+    size_t cap = *n;
+
+    for (size_t k = 0; k < p->npresets; k++) {
+        if (list_find(p, base, p->presets[k].name) != NULL)
+            continue;
+        xgrow(arr, &cap, *n + 1, p->elem_size);
+        void *e = list_elem(p, *arr, *n);
+        memset(e, 0, p->elem_size);
+        section_defaults(p->section, e);
+        char **key = FIELD_AT(e, p->section->params[0].offset);
+        free(*key);
+        *key = xstrdup(p->presets[k].name);
+        preset_apply(p, &p->presets[k], e, NULL);
+        (*n)++;
+    }
+    void *tmp = xmalloc(p->elem_size);
+    for (size_t k = 0; k < p->npresets; k++) {
+        size_t j = k;
+        while (strcmp(list_key(p, list_elem(p, *arr, j)), p->presets[k].name) != 0)
+            j++; /* present: made above if the file lacked it */
+        if (j == k)
+            continue;
+        memcpy(tmp, list_elem(p, *arr, j), p->elem_size);
+        memmove(list_elem(p, *arr, k + 1), list_elem(p, *arr, k), (j - k) * p->elem_size);
+        memcpy(list_elem(p, *arr, k), tmp, p->elem_size);
+    }
+    free(tmp);
+}
+
 static void list_default(const struct cfg_param *p, void *base)
 {
     *(void **)FIELD_AT(base, p->offset) = NULL;
@@ -969,6 +1269,8 @@ static void list_default(const struct cfg_param *p, void *base)
         store_uint(FIELD_AT(base, p->kind_offset), p->width, 0);
     if (p->def != NULL)
         list_insert_default(p, base);
+    if (p->presets != NULL)
+        list_presets_first(p, base);
 }
 
 /* Item i's key against items 0..i-1 (keys are normalised, so strcmp). */
@@ -1042,6 +1344,9 @@ static bool list_parse(struct load_ctx *ctx, const struct cfg_param *p, yaml_nod
         (*n)++;
         if (!walk_section(ctx, p->section, item, e, seen))
             return false;
+        const struct cfg_preset *ps = list_preset(p, list_key(p, e));
+        if (ps != NULL)
+            preset_apply(p, ps, e, seen);
         if (p->unique_what != NULL && !list_check_unique(ctx, p, *arr, *n - 1, seen[0]))
             return false;
         if (p->item_check != NULL && !p->item_check(ctx, p, *arr, *n - 1, seen, item))
@@ -1049,6 +1354,8 @@ static bool list_parse(struct load_ctx *ctx, const struct cfg_param *p, yaml_nod
     }
     if (p->default_first)
         list_default_first(p, base);
+    if (p->presets != NULL)
+        list_presets_first(p, base);
     if (p->finish != NULL)
         p->finish(*arr, *n);
     return true;
@@ -1120,6 +1427,16 @@ static bool listener_check(struct load_ctx *ctx, const struct cfg_param *p, cons
     unsigned char ki[19], kj[19];
     char buf[64];
 
+    /* A group twice in one HAT: the second row could never match. */
+    yaml_node_t *hat_node = seen[param_index(sec, "hat")];
+    const struct cfg_listener *l = &list[i];
+    for (size_t k = 1; k < l->nhat; k++)
+        for (size_t j = 0; j < k; j++)
+            if (strcmp(l->hat[k], l->hat[j]) == 0)
+                return load_error(
+                    ctx, yaml_document_get_node(ctx->doc, hat_node->data.sequence.items.start[k]),
+                    "duplicate sender group '%s' in 'hat'", l->hat[k]);
+
     listener_sockkey(&list[i], ki);
     for (size_t j = 0; j < i; j++) {
         listener_sockkey(&list[j], kj);
@@ -1155,6 +1472,64 @@ static bool bounce_profile_check(struct load_ctx *ctx, const struct cfg_param *p
                       lo);
 }
 
+/* A new sender group needs a policy (a predefined one has its own). The
+ * distinct dnslist[] zones of all groups are bounded, reported at the
+ * member that goes over. */
+static bool sender_group_check(struct load_ctx *ctx, const struct cfg_param *p, const void *arr,
+                               size_t i, yaml_node_t *const *seen, yaml_node_t *item)
+{
+    const struct cfg_sender_group *g = &((const struct cfg_sender_group *)arr)[i];
+    yaml_node_t *members = seen[param_index(p->section, "members")];
+
+    if (g->policy == NULL)
+        return load_error(ctx, item, "missing required key 'policy' in section '%s'",
+                          p->section->name);
+    for (size_t k = 0; k < g->nmembers; k++) {
+        struct member m;
+        if (member_parse(g->members[k], &m) != NULL || m.kind != MEMBER_DNSLIST)
+            continue;
+        size_t z = 0;
+        while (z < ctx->nmember_zones && strcmp(ctx->member_zones[z], m.name) != 0)
+            z++;
+        if (z < ctx->nmember_zones)
+            continue;
+        if (ctx->nmember_zones == MEMBER_DNSLISTS_MAX)
+            return load_error(
+                ctx, yaml_document_get_node(ctx->doc, members->data.sequence.items.start[k]),
+                "more than %d distinct dnslist[] zones in sender groups", MEMBER_DNSLISTS_MAX);
+        snprintf(ctx->member_zones[ctx->nmember_zones++], sizeof ctx->member_zones[0], "%s",
+                 m.name);
+    }
+    return true;
+}
+
+/* ACCEPTED and BLOCKED are the implicit ALL row of public and private
+ * listeners: the last row must decide, so they cannot be CONTINUE. */
+static bool policy_check(struct load_ctx *ctx, const struct cfg_param *p, const void *arr, size_t i,
+                         yaml_node_t *const *seen, yaml_node_t *item)
+{
+    const struct cfg_mail_flow_policy *pol = &((const struct cfg_mail_flow_policy *)arr)[i];
+    yaml_node_t *at = seen[param_index(p->section, "access")];
+
+    if (pol->access == CFG_ACCESS_CONTINUE &&
+        (strcmp(pol->name, "ACCEPTED") == 0 || strcmp(pol->name, "BLOCKED") == 0))
+        return load_error(ctx, at ? at : item,
+                          "'access': %s is the policy of the implicit ALL row and cannot be "
+                          "continue",
+                          pol->name);
+    return true;
+}
+
+/* Derived default: an allow list's weight is +5.0 unless given. */
+static bool dnslist_check(struct load_ctx *ctx, const struct cfg_param *p, const void *arr,
+                          size_t i, yaml_node_t *const *seen, yaml_node_t *item)
+{
+    struct cfg_dnslist *d = &((struct cfg_dnslist *)arr)[i];
+    if (seen[param_index(p->section, "weight")] == NULL && d->kind == DNSLIST_ALLOW)
+        d->weight = 5.0;
+    return true;
+}
+
 /* Hosts by priority, lowest first; a stable insertion sort, so hosts of
  * equal priority keep their file order (n <= ROUTE_HOSTS_MAX). */
 static void route_hosts_sort(void *arr, size_t n)
@@ -1178,6 +1553,7 @@ static const struct type_ops type_ops[] = {
     [PT_SIZE] = {num_default, num_parse, num_dump, num_release, conv_size, fmt_size},
     [PT_DURATION] = {num_default, num_parse, num_dump, num_release, conv_duration, fmt_duration},
     [PT_ENUM] = {num_default, num_parse, num_dump, num_release, conv_enum, fmt_enum},
+    [PT_DOUBLE] = {double_default, double_parse, double_dump, num_release, NULL, NULL},
     [PT_STRLIST] = {strlist_default, strlist_parse, strlist_dump, strlist_release, NULL, NULL},
     [PT_SECTION] = {sectionp_default, sectionp_parse, sectionp_dump, sectionp_release, NULL, NULL},
     [PT_LIST] = {list_default, list_parse, list_dump, list_release, NULL, NULL},
@@ -1260,6 +1636,18 @@ static const struct cfg_param listener_params[] = {
      .section = &tls_section,
      .optional_section = true,
      .help = "offer STARTTLS"},
+    /* Absent: the type's default (config_build); "[]" is refused, since a
+     * HAT of only the implicit ALL row is better said with UNKNOWNLIST. */
+    {.key = "hat",
+     .type = PT_STRLIST,
+     .offset = offsetof(struct cfg_listener, hat),
+     .count_offset = offsetof(struct cfg_listener, nhat),
+     .check = check_group_name,
+     .ref = "sender_groups",
+     .min = 1,
+     .max = HAT_MAX,
+     .item_name = "sender group",
+     .help = "sender groups in order; ALL is implicit"},
 };
 static const struct cfg_section listener_section = SECTION("listeners", listener_params);
 
@@ -1424,6 +1812,208 @@ static const struct cfg_param resolver_params[] = {
 };
 static const struct cfg_section resolver_section = SECTION("resolver", resolver_params);
 
+/* ---- host access: sender groups, mail flow policies, reputation -------- */
+
+/* name must stay first: it is the list key. */
+static const struct cfg_param sender_group_params[] = {
+    P_STRING(struct cfg_sender_group, "name", name, NULL, check_group_name, true,
+             "case-insensitive; ALLOWED_LIST = WHITELIST, BLOCKED_LIST = BLACKLIST"),
+    /* Required for new groups only: checked by sender_group_check. */
+    {.key = "policy",
+     .type = PT_STRING,
+     .offset = offsetof(struct cfg_sender_group, policy),
+     .check = check_name,
+     .ref = "mail_flow_policies",
+     .help = "a name in mail_flow_policies"},
+    {.key = "members",
+     .type = PT_STRLIST,
+     .offset = offsetof(struct cfg_sender_group, members),
+     .count_offset = offsetof(struct cfg_sender_group, nmembers),
+     .check = member_normalize,
+     .max = GROUP_MEMBERS_MAX,
+     .item_name = "member",
+     .help = "addresses, CIDRs, ranges, names, SBRS[..], dnslist[..], ALL"},
+    P_NUM(PT_BOOL, struct cfg_sender_group, "ptr_missing", ptr_missing, "false", 0, 1,
+          "match hosts without a PTR record"),
+    P_NUM(PT_BOOL, struct cfg_sender_group, "ptr_tempfail", ptr_tempfail, "false", 0, 1,
+          "match when the PTR lookup failed temporarily"),
+    P_NUM(PT_BOOL, struct cfg_sender_group, "ptr_mismatch", ptr_mismatch, "false", 0, 1,
+          "match when the PTR name is not forward-confirmed"),
+};
+static const struct cfg_section sender_group_section =
+    SECTION("sender_groups", sender_group_params);
+
+#define PRESET(n, v)                                                                               \
+    {                                                                                              \
+        (n), (v), sizeof(v) / sizeof((v)[0])                                                       \
+    }
+
+static const struct cfg_preset_value whitelist_values[] = {{"policy", "TRUSTED"}};
+static const struct cfg_preset_value blacklist_values[] = {{"policy", "BLOCKED"}};
+static const struct cfg_preset_value suspectlist_values[] = {{"policy", "THROTTLED"}};
+static const struct cfg_preset_value unknownlist_values[] = {{"policy", "ACCEPTED"}};
+static const struct cfg_preset_value relaylist_values[] = {{"policy", "RELAYED"}};
+
+/* The appliance's predefined sender groups, in this order, members empty. */
+static const struct cfg_preset sender_group_presets[] = {
+    PRESET("WHITELIST", whitelist_values),     PRESET("BLACKLIST", blacklist_values),
+    PRESET("SUSPECTLIST", suspectlist_values), PRESET("UNKNOWNLIST", unknownlist_values),
+    PRESET("RELAYLIST", relaylist_values),
+};
+
+/* Index = enum cfg_access / enum cfg_policy_tls. */
+static const char *const access_names[] = {"accept", "reject",   "tcprefuse",
+                                           "relay",  "continue", NULL};
+static const char *const policy_tls_names[] = {"off", "preferred", "required", NULL};
+_Static_assert(CFG_ACCESS_ACCEPT == 0 && CFG_ACCESS_CONTINUE == 4 && CFG_PTLS_REQUIRED == 2,
+               "access_names and policy_tls_names are indexed by their enums");
+
+/* name must stay first: it is the list key. The defaults are the ACCEPTED
+ * policy's (appliance defaults), the base of every policy; the predefined
+ * ones override some of them (presets below). */
+static const struct cfg_param policy_params[] = {
+    P_STRING(struct cfg_mail_flow_policy, "name", name, NULL, check_name, true, "case-insensitive"),
+    {.key = "access",
+     .type = PT_ENUM,
+     .offset = offsetof(struct cfg_mail_flow_policy, access),
+     .width = FIELD_WIDTH(struct cfg_mail_flow_policy, access),
+     .def = "accept",
+     .min = CFG_ACCESS_ACCEPT,
+     .max = CFG_ACCESS_CONTINUE,
+     .names = access_names,
+     .help = "accept | reject | tcprefuse | relay | continue"},
+    P_NUM(PT_BOOL, struct cfg_mail_flow_policy, "reject_at_rcpt", reject_at_rcpt, "false", 0, 1,
+          "reject at RCPT (5.7.1) instead of the banner"),
+    /* Why 1K..4G: as limits.max_message_size. */
+    P_NUM(PT_SIZE, struct cfg_mail_flow_policy, "max_message_size", max_message_size, "10M", KIB,
+          4 * GIB, NULL),
+    /* Why up to 1000000: as limits.max_connections; it bounds a counter. */
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "max_concurrent_connections",
+          max_concurrent_connections, "10", 1, 1000000, "from one IP"),
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "max_messages_per_connection",
+          max_messages_per_connection, "10", 1, 1000000, NULL),
+    /* Why up to 100000: as limits.max_recipients (a queue row each). */
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "max_recipients_per_message",
+          max_recipients_per_message, "50", 1, 100000, NULL),
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "max_recipients_per_hour", max_recipients_per_hour,
+          "0", 0, 100000000, "per client IP; 0 = unlimited"),
+    /* Codes: a rate limit or a rejection is a failure (4xx temporary, 5xx
+     * permanent, RFC 5321 4.2.1); a banner that lets the client in is 2xx. */
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "rate_limit_code", rate_limit_code, "452", 400, 599,
+          "4xx or 5xx"),
+    P_STRING(struct cfg_mail_flow_policy, "rate_limit_text", rate_limit_text,
+             "Too many recipients received this hour", check_reply_text, false, NULL),
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "banner_code", banner_code, "220", 200, 299, "2xx"),
+    P_STRING(struct cfg_mail_flow_policy, "banner_text", banner_text, "ESMTP", check_reply_text,
+             false, "$Hostname $Group $RemoteIP expanded"),
+    {.key = "banner_hostname",
+     .type = PT_STRING,
+     .offset = offsetof(struct cfg_mail_flow_policy, banner_hostname),
+     .def = "",
+     .check = check_banner_hostname,
+     .allow_empty = true,
+     .help = "\"\" = the listener's hostname"},
+    P_NUM(PT_UINT, struct cfg_mail_flow_policy, "reject_code", reject_code, "554", 400, 599,
+          "4xx or 5xx"),
+    P_STRING(struct cfg_mail_flow_policy, "reject_text", reject_text, "Access denied",
+             check_reply_text, false, NULL),
+    {.key = "tls",
+     .type = PT_ENUM,
+     .offset = offsetof(struct cfg_mail_flow_policy, tls),
+     .width = FIELD_WIDTH(struct cfg_mail_flow_policy, tls),
+     .def = "off",
+     .min = CFG_PTLS_OFF,
+     .max = CFG_PTLS_REQUIRED,
+     .names = policy_tls_names,
+     .help = "off | preferred | required"},
+};
+static const struct cfg_section policy_section = SECTION("mail_flow_policies", policy_params);
+
+/* Appliance defaults: a trusted or relaying peer is limited only loosely;
+ * a throttled one tightly (gateway-behaviour.md section 1). */
+static const struct cfg_preset_value trusted_values[] = {
+    {"max_message_size", "100M"},
+    {"max_concurrent_connections", "600"},
+    {"max_messages_per_connection", "5000"},
+    {"max_recipients_per_message", "5000"},
+};
+static const struct cfg_preset_value blocked_values[] = {{"access", "reject"}};
+static const struct cfg_preset_value throttled_values[] = {
+    {"max_message_size", "1M"},
+    {"max_concurrent_connections", "10"},
+    {"max_messages_per_connection", "10"},
+    {"max_recipients_per_message", "20"},
+    {"max_recipients_per_hour", "20"},
+};
+static const struct cfg_preset_value accepted_values[] = {{"access", "accept"}};
+static const struct cfg_preset_value relayed_values[] = {
+    {"access", "relay"},
+    {"max_message_size", "100M"},
+    {"max_concurrent_connections", "600"},
+    {"max_messages_per_connection", "5000"},
+    {"max_recipients_per_message", "5000"},
+};
+
+static const struct cfg_preset policy_presets[] = {
+    PRESET("TRUSTED", trusted_values),     PRESET("BLOCKED", blocked_values),
+    PRESET("THROTTLED", throttled_values), PRESET("ACCEPTED", accepted_values),
+    PRESET("RELAYED", relayed_values),
+};
+
+static const char *const dnslist_kinds[] = {"block", "allow", NULL};
+
+/* zone must stay first: it is the list key. */
+static const struct cfg_param dnslist_params[] = {
+    P_STRING(struct cfg_dnslist, "zone", zone, NULL, check_zone, true, NULL),
+    {.key = "type",
+     .type = PT_ENUM,
+     .offset = offsetof(struct cfg_dnslist, kind),
+     .width = FIELD_WIDTH(struct cfg_dnslist, kind),
+     .def = "block",
+     .min = DNSLIST_BLOCK,
+     .max = DNSLIST_ALLOW,
+     .names = dnslist_kinds,
+     .help = "block | allow"},
+    /* Why [-10, 10]: one list can move the score across its whole range,
+     * no further. Default -5.0, or +5.0 for allow (dnslist_check). */
+    {.key = "weight",
+     .type = PT_DOUBLE,
+     .offset = offsetof(struct cfg_dnslist, weight),
+     .def = "-5.0",
+     .dmin = -10.0,
+     .dmax = 10.0,
+     .help = "added to the score when listed"},
+    {.key = "codes",
+     .type = PT_STRLIST,
+     .offset = offsetof(struct cfg_dnslist, codes),
+     .count_offset = offsetof(struct cfg_dnslist, ncodes),
+     .check = check_ipv4_literal,
+     .max = DNSLIST_CODES_MAX,
+     .item_name = "code",
+     .help = "answers that count; empty = any 127.0.0.0/8"},
+};
+static const struct cfg_section dnslist_section = SECTION("lists", dnslist_params);
+
+static const struct cfg_param reputation_params[] = {
+    {P_LIST_OF(struct config, "lists", reputation.lists, reputation.nlists, struct cfg_dnslist,
+               dnslist_section, "list", 0, REPUTATION_LISTS_MAX),
+     .unique_what = "reputation list zone", .item_check = dnslist_check,
+     .help = "DNS block/allow lists"},
+    P_NUM(PT_BOOL, struct config, "lookup_private", reputation.lookup_private, "false", 0, 1,
+          "look up loopback/private ranges too"),
+};
+static const struct cfg_section reputation_section = SECTION("reputation", reputation_params);
+
+static const struct cfg_param connection_dns_params[] = {
+    /* Why 100ms..1m: below 100ms a remote DNS server rarely answers at all;
+     * above a minute clients give up before the banner (the "banner delay"
+     * of gateway-behaviour.md section 1) while each one holds a slot. */
+    P_NUM(PT_DURATION, struct config, "deadline", connection_dns_deadline, "10s", 100,
+          60 * MS_PER_S, "all pre-banner lookups of one connection"),
+};
+static const struct cfg_section connection_dns_section =
+    SECTION("connection_dns", connection_dns_params);
+
 static const struct cfg_param root_params[] = {
     {.key = "hostname",
      .type = PT_STRING,
@@ -1443,6 +2033,18 @@ static const struct cfg_param root_params[] = {
     P_SECTION("timeouts", timeouts_section, "milliseconds precision"),
     P_SECTION("spool", spool_section, NULL),
     P_SECTION("resolver", resolver_section, NULL),
+    {P_LIST_OF(struct config, "sender_groups", sender_groups, nsender_groups,
+               struct cfg_sender_group, sender_group_section, "sender group", 0, SENDER_GROUPS_MAX),
+     .unique_what = "sender group name", .presets = sender_group_presets,
+     .npresets = sizeof sender_group_presets / sizeof sender_group_presets[0],
+     .item_check = sender_group_check, .help = "predefined ones first"},
+    {P_LIST_OF(struct config, "mail_flow_policies", policies, npolicies,
+               struct cfg_mail_flow_policy, policy_section, "mail flow policy", 0, POLICIES_MAX),
+     .unique_what = "mail flow policy name", .presets = policy_presets,
+     .npresets = sizeof policy_presets / sizeof policy_presets[0], .item_check = policy_check,
+     .help = "predefined ones first"},
+    P_SECTION("reputation", reputation_section, NULL),
+    P_SECTION("connection_dns", connection_dns_section, NULL),
     {P_LIST_OF(struct config, "smtp_routes", routes, nroutes, struct cfg_route, route_section,
                "route", 0, ROUTES_MAX),
      .unique_what = "route domain", .help = "none: deliver by MX"},
@@ -1643,6 +2245,22 @@ static bool config_build(struct load_ctx *ctx, yaml_node_t *root)
             cfg->listeners[i].hostname = xstrdup(cfg->hostname);
     if (cfg->delivery.helo_name == NULL)
         cfg->delivery.helo_name = xstrdup(cfg->hostname);
+    /* A listener without a hat gets its type's (gateway-behaviour.md
+     * section 1); the implicit ALL row follows either (policy/hat.c). */
+    static const char *const public_hat[] = {"WHITELIST", "BLACKLIST", "SUSPECTLIST",
+                                             "UNKNOWNLIST"};
+    static const char *const private_hat[] = {"RELAYLIST"};
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        struct cfg_listener *l = &cfg->listeners[i];
+        if (l->nhat > 0)
+            continue;
+        const char *const *hat = l->type == LISTENER_PRIVATE ? private_hat : public_hat;
+        size_t n = l->type == LISTENER_PRIVATE ? sizeof private_hat / sizeof private_hat[0]
+                                               : sizeof public_hat / sizeof public_hat[0];
+        l->hat = xcalloc(n, sizeof *l->hat);
+        for (; l->nhat < n; l->nhat++)
+            l->hat[l->nhat] = xstrdup(hat[l->nhat]);
+    }
     return refs_check(ctx);
 }
 
@@ -1704,11 +2322,9 @@ struct config *config_load_buffer(const char *name, const char *buf, size_t len,
     cfg->file = xstrdup(name ? name : "(buffer)");
     section_defaults(&root_section, cfg);
 
-    ctx.doc = NULL;
+    memset(&ctx, 0, sizeof ctx);
     ctx.cfg = cfg;
     ctx.err = err;
-    ctx.refs = NULL;
-    ctx.nrefs = ctx.refs_cap = 0;
     bool ok = config_parse(&ctx, buf, len);
     free(ctx.refs);
     if (!ok) {
@@ -1851,6 +2467,38 @@ const struct cfg_dest_control *config_dest_control_for(const struct config *cfg,
     size_t i = domain_best(cfg->dest_controls, cfg->ndest_controls, sizeof *cfg->dest_controls,
                            offsetof(struct cfg_dest_control, domain), domain);
     return &cfg->dest_controls[i < cfg->ndest_controls ? i : 0];
+}
+
+/* name in stored form (upper-case, alias resolved) into buf; false when
+ * it cannot be a name. */
+static bool name_lookup_key(const char *name, char *buf, size_t len, const char *(*check)(char *))
+{
+    if (name == NULL || strlen(name) >= len)
+        return false;
+    memcpy(buf, name, strlen(name) + 1);
+    return check(buf) == NULL;
+}
+
+const struct cfg_sender_group *config_sender_group(const struct config *cfg, const char *name)
+{
+    char key[NAME_MAX_LEN + 1];
+    if (cfg == NULL || !name_lookup_key(name, key, sizeof key, check_group_name))
+        return NULL;
+    for (size_t i = 0; i < cfg->nsender_groups; i++)
+        if (strcmp(cfg->sender_groups[i].name, key) == 0)
+            return &cfg->sender_groups[i];
+    return NULL;
+}
+
+const struct cfg_mail_flow_policy *config_policy(const struct config *cfg, const char *name)
+{
+    char key[NAME_MAX_LEN + 1];
+    if (cfg == NULL || !name_lookup_key(name, key, sizeof key, check_name))
+        return NULL;
+    for (size_t i = 0; i < cfg->npolicies; i++)
+        if (strcmp(cfg->policies[i].name, key) == 0)
+            return &cfg->policies[i];
+    return NULL;
 }
 
 const struct cfg_bounce_profile *config_bounce_profile(const struct config *cfg, const char *name)

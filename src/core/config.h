@@ -70,6 +70,50 @@
  *       max_queue_time: 72h         [72h]
  *       initial_retry: 60s          [60s]
  *       max_retry: 1h               [1h] waits double from initial to max
+ *   sender_groups:                  predefined, always present (members empty
+ *                                   unless configured): WHITELIST, BLACKLIST,
+ *                                   SUSPECTLIST, UNKNOWNLIST, RELAYLIST;
+ *                                   ALLOWED_LIST = WHITELIST, BLOCKED_LIST = BLACKLIST
+ *     - name: WHITELIST             (required)
+ *       policy: TRUSTED             (required for new groups) a mail flow policy
+ *       members: [10.0.0.0/8, "10.1.1.10-20", "10.1.1.", 2001:db8::/32,
+ *                 mx.example.com, .example.com, "SBRS[-10:-3]", "SBRS[none]",
+ *                 "dnslist[zen.example]", ALL]
+ *       ptr_missing: false          [false] match hosts without a PTR record
+ *       ptr_tempfail: false         [false] match when the PTR lookup failed temporarily
+ *       ptr_mismatch: false         [false] match when the PTR name is not forward-confirmed
+ *   mail_flow_policies:             predefined: TRUSTED, BLOCKED, THROTTLED,
+ *                                   ACCEPTED, RELAYED (appliance defaults)
+ *     - name: THROTTLED             (required)
+ *       access: accept              accept | reject | tcprefuse | relay | continue
+ *       reject_at_rcpt: false       REJECT at RCPT (5.7.1) instead of the banner
+ *       max_message_size: 1M
+ *       max_concurrent_connections: 10   from one IP
+ *       max_messages_per_connection: 10
+ *       max_recipients_per_message: 20
+ *       max_recipients_per_hour: 20      0 = unlimited
+ *       rate_limit_code: 452
+ *       rate_limit_text: "Too many recipients received this hour"
+ *       banner_code: 220
+ *       banner_text: "ESMTP"        $Hostname $Group $RemoteIP expanded
+ *       banner_hostname: ""         "" = the listener's hostname
+ *       reject_code: 554
+ *       reject_text: "Access denied"
+ *       tls: off                    off | preferred | required
+ *     (keys not given in a predefined policy keep its predefined values)
+ *   reputation:
+ *     lists:                        [none] DNS block/allow lists
+ *       - zone: zen.example         (required)
+ *         type: block               block | allow
+ *         weight: -5.0              [-5.0 for block, +5.0 for allow] added to the score
+ *         codes: [127.0.0.2]        [any 127.0.0.0/8 answer] return codes that count
+ *     lookup_private: false         [false] look up loopback/private ranges too
+ *   connection_dns:
+ *     deadline: 10s                 [10s] all pre-banner lookups of one connection
+ *   listeners[].hat: [WHITELIST, BLACKLIST, SUSPECTLIST, UNKNOWNLIST]
+ *                                   ordered sender groups; ALL is always last;
+ *                                   default by type: public as listed here,
+ *                                   private [RELAYLIST] (ALL -> BLOCKED)
  *   delivery:
  *     helo_name: mx.example.com     [hostname]
  *     connect_timeout: 30s          [30s]
@@ -96,6 +140,8 @@ struct cfg_listener {
     char *hostname; /* never NULL after load: defaults to config hostname */
     char *tls_cert; /* NULL when no TLS */
     char *tls_key;
+    char **hat; /* ordered sender group names (canonical); never empty after load */
+    size_t nhat;
 };
 
 struct cfg_limits {
@@ -168,6 +214,53 @@ struct cfg_delivery {
     uint64_t bounce_max_original; /* bytes */
 };
 
+struct cfg_sender_group {
+    char *name;   /* upper-case as written; aliases resolved to the canonical name */
+    char *policy; /* mail flow policy name */
+    char **members; /* validated member strings (policy/member.h syntax) */
+    size_t nmembers;
+    bool ptr_missing, ptr_tempfail, ptr_mismatch;
+};
+
+enum cfg_access { CFG_ACCESS_ACCEPT, CFG_ACCESS_REJECT, CFG_ACCESS_TCPREFUSE, CFG_ACCESS_RELAY,
+                  CFG_ACCESS_CONTINUE };
+enum cfg_policy_tls { CFG_PTLS_OFF, CFG_PTLS_PREFERRED, CFG_PTLS_REQUIRED };
+
+struct cfg_mail_flow_policy {
+    char *name;
+    enum cfg_access access;
+    bool reject_at_rcpt;
+    uint64_t max_message_size;
+    uint32_t max_concurrent_connections;
+    uint32_t max_messages_per_connection;
+    uint32_t max_recipients_per_message;
+    uint32_t max_recipients_per_hour; /* 0 = unlimited */
+    uint32_t rate_limit_code;
+    char *rate_limit_text;
+    uint32_t banner_code;
+    char *banner_text;
+    char *banner_hostname; /* "" = listener's */
+    uint32_t reject_code;
+    char *reject_text;
+    enum cfg_policy_tls tls;
+};
+
+enum cfg_dnslist_kind { DNSLIST_BLOCK, DNSLIST_ALLOW };
+
+struct cfg_dnslist {
+    char *zone;
+    enum cfg_dnslist_kind kind;
+    double weight;
+    char **codes; /* IPv4 literals; empty = any 127.0.0.0/8 */
+    size_t ncodes;
+};
+
+struct cfg_reputation {
+    struct cfg_dnslist *lists;
+    size_t nlists;
+    bool lookup_private;
+};
+
 struct config {
     int refs;
     char *file; /* path it was loaded from */
@@ -190,6 +283,12 @@ struct config {
     struct cfg_bounce_profile *bounce_profiles; /* [0] is "default" */
     size_t nbounce_profiles;
     struct cfg_delivery delivery;
+    struct cfg_sender_group *sender_groups; /* predefined ones first */
+    size_t nsender_groups;
+    struct cfg_mail_flow_policy *policies; /* predefined ones first */
+    size_t npolicies;
+    struct cfg_reputation reputation;
+    uint64_t connection_dns_deadline; /* ms */
 };
 
 struct config_error {
@@ -218,6 +317,9 @@ void config_dump(const struct config *cfg, FILE *out);
 /* True if domain (len bytes, any case, no trailing dot) is a relay domain:
  * equal to an entry, or below an entry that starts with '.'. */
 bool config_is_relay_domain(const struct config *cfg, const char *domain, size_t len);
+
+const struct cfg_sender_group *config_sender_group(const struct config *cfg, const char *name);
+const struct cfg_mail_flow_policy *config_policy(const struct config *cfg, const char *name);
 
 /* The route for a recipient domain (lower-case): an exact entry wins, then
  * the longest ".suffix" entry, then ALL; NULL when none applies (deliver

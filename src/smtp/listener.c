@@ -19,6 +19,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "policy/policy.h"
 
 /* The kernel's accept queue per listener. Bounded so that under a flood the
  * kernel, not our memory, holds the excess (and SYN cookies take over). */
@@ -53,6 +54,7 @@ void listener_unref(struct listener *l)
         return;
     listener_close(l);
     tls_ctx_free(l->tls);
+    policy_table_free(l->hat);
     free(l->name);
     free(l->address);
     free(l->hostname);
@@ -182,6 +184,7 @@ struct listener_stage {
     struct listener *existing; /* kept socket, or NULL */
     int fd;                    /* new socket, or -1 */
     SSL_CTX *tls;
+    struct policy_table *hat;
 };
 
 static void listener_stage_abort(struct listener_stage *st, size_t n)
@@ -190,20 +193,24 @@ static void listener_stage_abort(struct listener_stage *st, size_t n)
         if (st[i].fd >= 0)
             close(st[i].fd);
         tls_ctx_free(st[i].tls);
+        policy_table_free(st[i].hat);
     }
     free(st);
 }
 
-/* Fill l's settings from cl (takes tls). */
-static void listener_settings(struct listener *l, const struct cfg_listener *cl, SSL_CTX *tls)
+/* Fill l's settings from cl (takes tls and hat). */
+static void listener_settings(struct listener *l, const struct cfg_listener *cl,
+                              struct listener_stage *st)
 {
     free(l->name);
     free(l->hostname);
     tls_ctx_free(l->tls);
+    policy_table_free(l->hat);
     l->name = xstrdup(cl->name);
     l->hostname = xstrdup(cl->hostname);
     l->type = cl->type;
-    l->tls = tls;
+    l->tls = st->tls;
+    l->hat = st->hat;
 }
 
 int listener_set_apply(struct listener_set *set, const struct config *cfg, char *err, size_t errlen)
@@ -216,6 +223,13 @@ int listener_set_apply(struct listener_set *set, const struct config *cfg, char 
     for (size_t i = 0; i < n; i++) {
         const struct cfg_listener *cl = &cfg->listeners[i];
         if (listener_tls(cl, &st[i].tls, err, errlen) < 0) {
+            listener_stage_abort(st, n);
+            return -1;
+        }
+        char perr[256];
+        st[i].hat = policy_table_compile(cfg, cl, perr, sizeof(perr));
+        if (st[i].hat == NULL) {
+            snprintf(err, errlen, "listener %s: host access table: %s", cl->name, perr);
             listener_stage_abort(st, n);
             return -1;
         }
@@ -259,7 +273,7 @@ int listener_set_apply(struct listener_set *set, const struct config *cfg, char 
             maillog(LOG_INFO, "Listener %s listening on %s port %u", cl->name, cl->address,
                     cl->port);
         }
-        listener_settings(l, cl, st[i].tls);
+        listener_settings(l, cl, &st[i]);
         items[i] = l;
     }
     free(st);

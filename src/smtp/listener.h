@@ -25,6 +25,8 @@
 #include "core/config.h"
 #include "smtp/tls.h"
 
+struct policy_table;
+
 struct event_base;
 struct evconnlistener;
 struct listener_set;
@@ -37,6 +39,7 @@ struct listener {
     enum listener_type type;
     char *hostname;
     SSL_CTX *tls;               /* NULL: STARTTLS not offered */
+    struct policy_table *hat;   /* compiled host access table */
     unsigned sessions;          /* current sessions (maintained by smtp_server) */
     struct evconnlistener *evl; /* NULL once closed */
     bool suspended;

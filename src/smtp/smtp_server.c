@@ -4,6 +4,10 @@
  * A session is an explicit input mode plus a command table (OpenSMTPD
  * style), driven by one bufferevent:
  *
+ *   MODE_POLICY   before the banner: PTR, forward-confirm and reputation
+ *                 lookups run (policy/lookup), then the host access table
+ *                 decides (policy_decide) what banner, if any, is sent;
+ *                 anything the client sends now is a pregreet
  *   MODE_CMD      reading command lines; each verb is dispatched through
  *                 cmd_table to one small handler
  *   MODE_DATA     streaming DATA content through the smtp_data machine
@@ -58,6 +62,9 @@
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/clients.h"
+#include "policy/lookup.h"
+#include "policy/policy.h"
 #include "queue/spool.h"
 #include "smtp/listener.h"
 #include "smtp/smtp_addr.h"
@@ -76,7 +83,15 @@
 /* Stack buffer for a command line; longer configured limits use the heap. */
 #define SESS_LINE_STACK 1024
 
-enum sess_mode { MODE_CMD, MODE_DATA, MODE_BDAT, MODE_COMMIT, MODE_TLS, MODE_CLOSING };
+enum sess_mode { MODE_POLICY, MODE_CMD, MODE_DATA, MODE_BDAT, MODE_COMMIT, MODE_TLS, MODE_CLOSING };
+
+/* Limits logged at most once per session ("Receiving Failed: ..."). */
+enum sess_limit_logged {
+    LOGGED_MSGS = 1,
+    LOGGED_RCPTS = 2,
+    LOGGED_RATE = 4,
+    LOGGED_SIZE = 8
+};
 
 /* The current mail transaction (RFC 5321 3.3), reset by RSET/HELO/EHLO/
  * STARTTLS and after each message. */
@@ -124,12 +139,28 @@ struct session {
     unsigned errors;
     unsigned messages;
     char tls_info[96];
+    /* connection policy (decided before the banner) */
+    struct policy_lookup *lookup; /* pending pre-banner lookups */
+    struct policy_params pol;     /* the mail flow policy in force */
+    char group[64];               /* matched sender group ("" = None) */
+    struct timespec t_start;      /* accept time */
+    double dns_ms;                /* what the pre-banner lookups took */
+    bool commands_seen;
+    bool pregreet;
+    bool counted_ip;              /* counted in srv->clients */
+    bool rejected;                /* REJECT banner sent: only QUIT left */
+    unsigned limits_logged;       /* sess_limit_logged */
+    uint64_t max_size;            /* min(listener limit, policy) */
+    uint32_t max_rcpts;
     struct tx tx;
 };
 
 struct smtp_server {
     struct event_base *base;
     struct spool *spool;
+    struct resolver *resolver;
+    struct clients *clients;
+    struct event *expire_ev;
     struct config *cfg;
     struct session *sessions;
     struct smtp_server_stats stats;
@@ -143,11 +174,21 @@ struct smtp_server {
 typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
 
 static void sess_process(struct session *s);
+static void sess_policy_start(struct session *s);
+static void sess_limit_log(struct session *s, unsigned which, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void sess_maybe_free(struct session *s);
 static void sess_free(struct session *s);
 static void sess_on_read(struct bufferevent *bev, void *arg);
 static void sess_on_write(struct bufferevent *bev, void *arg);
 static void sess_on_event(struct bufferevent *bev, short what, void *arg);
+
+/* The host name this session shows (policy banner hostname or the
+ * listener's). */
+static const char *sess_host(const struct session *s)
+{
+    return s->pol.banner_hostname[0] ? s->pol.banner_hostname : s->lst->hostname;
+}
 
 /* ---- replies ---------------------------------------------------------- */
 
@@ -229,13 +270,12 @@ static bool helo_arg_ok(const struct smtp_cmd *cmd)
 static void sess_ehlo_keywords(struct session *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
-    evbuffer_add_printf(out, "250-%s\r\n", s->lst->hostname);
+    evbuffer_add_printf(out, "250-%s\r\n", sess_host(s));
     evbuffer_add_printf(out, "250-PIPELINING\r\n");
-    evbuffer_add_printf(out, "250-SIZE %llu\r\n",
-                        (unsigned long long)s->cfg->limits.max_message_size);
+    evbuffer_add_printf(out, "250-SIZE %llu\r\n", (unsigned long long)s->max_size);
     evbuffer_add_printf(out, "250-8BITMIME\r\n");
     evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
-    if (s->lst->tls != NULL && !s->tls_active)
+    if (s->lst->tls != NULL && !s->tls_active && s->pol.tls != POLICY_TLS_OFF)
         evbuffer_add_printf(out, "250-STARTTLS\r\n");
     evbuffer_add_printf(out, "250-CHUNKING\r\n");
     evbuffer_add_printf(out, "250 SMTPUTF8\r\n");
@@ -255,7 +295,7 @@ static void sess_greet(struct session *s, const struct smtp_cmd *cmd, bool esmtp
     if (esmtp)
         sess_ehlo_keywords(s);
     else
-        sess_reply(s, "250 %s", s->lst->hostname);
+        sess_reply(s, "250 %s", sess_host(s));
 }
 
 static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
@@ -277,7 +317,7 @@ static const char *mail_param(struct session *s, const struct smtp_param *p)
         uint64_t size;
         if (p->value == NULL || !smtp_parse_u64(p->value, p->value_len, &size))
             return "501 5.5.4 Bad SIZE parameter";
-        if (size > s->cfg->limits.max_message_size)
+        if (size > s->max_size)
             return "552 5.3.4 Message size exceeds fixed maximum message size";
         return NULL;
     }
@@ -309,6 +349,16 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
 
     if (s->tx.mid != 0) {
         sess_reply(s, "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+    if (s->pol.tls == POLICY_TLS_REQUIRED && !s->tls_active) {
+        sess_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    if (s->messages >= s->pol.max_messages_per_connection) {
+        sess_limit_log(s, LOGGED_MSGS, "message limit of %u per connection exceeded",
+                       s->pol.max_messages_per_connection);
+        sess_reply(s, "452 4.7.0 Too many messages in this session; please reconnect");
         return;
     }
     if (smtp_mailrcpt_split(cmd->arg, cmd->arg_len, "FROM:", &path, &path_len, params, &nparams) !=
@@ -350,6 +400,23 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
     maillog(LOG_INFO, "MID %llu ICID %llu From: <%s>", (unsigned long long)s->tx.mid,
             (unsigned long long)s->icid, sess_log_addr(esc, sizeof(esc), addr.mailbox));
     sess_reply(s, "250 2.1.0 Sender OK");
+}
+
+/* Log a limit hit once per session. */
+static void sess_limit_log(struct session *s, unsigned which, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void sess_limit_log(struct session *s, unsigned which, const char *fmt, ...)
+{
+    char what[200];
+    va_list ap;
+    if (s->limits_logged & which)
+        return;
+    s->limits_logged |= which;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    maillog(LOG_INFO, "ICID %llu Receiving Failed: %s (policy %s, address %s)",
+            (unsigned long long)s->icid, what, s->pol.name, s->ip);
 }
 
 static bool relay_domain_cb(void *ctx, const char *domain, size_t len)
@@ -400,7 +467,19 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         sess_reply(s, "501 5.1.3 Bad recipient address syntax");
         return;
     }
-    enum smtp_relay_verdict v = smtp_relay_check(&addr, relay_domain_cb, s->cfg);
+    if (s->pol.access == ACCESS_REJECT) {
+        /* delayed rejection (reject_at_rcpt): the sender learns at RCPT */
+        s->srv->stats.rejected_recipients++;
+        maillog(LOG_INFO, "MID %llu ICID %llu To: <%s> Rejected by policy %s (delayed rejection)",
+                (unsigned long long)s->tx.mid, (unsigned long long)s->icid,
+                sess_log_addr(esc, sizeof(esc), addr.mailbox), s->pol.name);
+        sess_reply(s, "%u 5.7.1 %s", s->pol.reject_code, s->pol.reject_text);
+        return;
+    }
+    /* RELAY policies (relay lists, private listeners) may send anywhere */
+    enum smtp_relay_verdict v = s->pol.access == ACCESS_RELAY
+                                    ? SMTP_RELAY_OK
+                                    : smtp_relay_check(&addr, relay_domain_cb, s->cfg);
     if (v != SMTP_RELAY_OK) {
         s->srv->stats.rejected_recipients++;
         maillog(LOG_INFO, "MID %llu ICID %llu To: <%s> Rejected by RAT (%s)",
@@ -414,14 +493,22 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         sess_reply(s, "250 2.1.5 Recipient OK (duplicate)");
         return;
     }
-    if (s->tx.nrcpts >= s->cfg->limits.max_recipients) {
+    if (s->tx.nrcpts >= s->max_rcpts) {
         /* RFC 5321 4.5.3.1.10: 452 and the client sends the rest later. */
-        maillog(LOG_INFO, "MID %llu ICID %llu Receiving Failed: recipient limit of %u exceeded",
-                (unsigned long long)s->tx.mid, (unsigned long long)s->icid,
-                s->cfg->limits.max_recipients);
+        sess_limit_log(s, LOGGED_RCPTS, "recipient limit of %u per message exceeded",
+                       s->max_rcpts);
         sess_reply(s, "452 4.5.3 Too many recipients");
         return;
     }
+    uint32_t per_hour = s->pol.max_recipients_per_hour;
+    if (per_hour > 0 && clients_rcpts_hour(s->srv->clients, s->ip, time(NULL)) >= per_hour) {
+        sess_limit_log(s, LOGGED_RATE, "rate limit of %u recipients per hour exceeded", per_hour);
+        sess_reply(s, "%u %c.7.1 %s", s->pol.rate_limit_code,
+                   s->pol.rate_limit_code >= 500 ? '5' : '4', s->pol.rate_limit_text);
+        return;
+    }
+    if (per_hour > 0)
+        clients_rcpt_add(s->srv->clients, s->ip, time(NULL));
     xgrow((void **)&s->tx.rcpts, &s->tx.cap, s->tx.nrcpts + 1, sizeof(char *));
     s->tx.rcpts[s->tx.nrcpts] = xstrdup(addr.mailbox);
     maillog(LOG_INFO, "MID %llu ICID %llu RID %zu To: <%s>", (unsigned long long)s->tx.mid,
@@ -463,7 +550,7 @@ static void tx_begin_content(struct session *s, enum smtp_data_mode mode)
     sess_date(date, sizeof(date));
     /* RFC 5321 4.1.3: an IPv6 address literal is written [IPv6:...] */
     n = snprintf(line, sizeof(line), "Received: from %s (unknown [%s%s])\r\n\tby %s (Postern)",
-                 s->helo, s->ipv6 ? "IPv6:" : "", s->ip, s->lst->hostname);
+                 s->helo, s->ipv6 ? "IPv6:" : "", s->ip, sess_host(s));
     if (s->tls_active)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\t(%s)", s->tls_info);
     n += snprintf(line + n, sizeof(line) - (size_t)n, " with %s id %llu", sess_with(s),
@@ -546,7 +633,7 @@ static void cmd_noop(struct session *s, const struct smtp_cmd *cmd)
 
 static void cmd_quit(struct session *s, const struct smtp_cmd *cmd)
 {
-    sess_reply(s, "221 2.0.0 %s closing connection", s->lst->hostname);
+    sess_reply(s, "221 2.0.0 %s closing connection", sess_host(s));
     s->quit = true;
     sess_close(s);
 }
@@ -592,7 +679,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     size_t junk;
-    if (s->lst->tls == NULL) {
+    if (s->lst->tls == NULL || s->pol.tls == POLICY_TLS_OFF) {
         sess_reply(s, "502 5.5.1 Error: STARTTLS not available");
         return;
     }
@@ -669,6 +756,13 @@ static void sess_dispatch(struct session *s, const char *line, size_t len)
         return;
     }
     const struct cmd_entry *e = &cmd_table[cmd.verb];
+    s->commands_seen = true;
+    if (s->rejected && cmd.verb != SMTP_VERB_QUIT) {
+        /* RFC 5321 3.1: after a 554 greeting only QUIT is answered with
+         * anything but 503 */
+        sess_reply(s, "503 5.7.1 Error: access denied");
+        return;
+    }
     if (s->tx.bdat && !(e->flags & CMD_IN_BDAT)) {
         sess_reply(s, "503 5.5.1 Error: only BDAT, RSET, NOOP or QUIT during BDAT transfer");
         return;
@@ -733,7 +827,7 @@ static void tx_content(struct session *s, const char *p, size_t n)
     tx->size += n;
     /* SIZE is enforced while streaming: past the limit nothing more is
      * stored, the rest is read and dropped, and the end gets 552. */
-    if (tx->size > s->cfg->limits.max_message_size)
+    if (tx->size > s->max_size)
         tx->too_big = true;
     if (tx->too_big || tx->write_err)
         return;
@@ -924,7 +1018,7 @@ static void sess_committed(void *arg, int err)
     tx_reset(s, NULL);
     s->mode = MODE_CMD;
     if (s->stopping) {
-        sess_reply(s, "421 4.3.2 %s Service shutting down", s->lst->hostname);
+        sess_reply(s, "421 4.3.2 %s Service shutting down", sess_host(s));
         sess_close(s);
         return;
     }
@@ -940,7 +1034,7 @@ static void sess_process(struct session *s)
         if (s->errors > s->cfg->limits.max_errors && s->mode == MODE_CMD) {
             maillog(LOG_INFO, "ICID %llu too many errors (%u), disconnecting",
                     (unsigned long long)s->icid, s->errors);
-            sess_reply(s, "421 4.7.0 %s Error: too many errors", s->lst->hostname);
+            sess_reply(s, "421 4.7.0 %s Error: too many errors", sess_host(s));
             sess_close(s);
             return;
         }
@@ -963,9 +1057,35 @@ static void sess_process(struct session *s)
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
+static double sess_elapsed_s(const struct session *s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - s->t_start.tv_sec) +
+           (double)(now.tv_nsec - s->t_start.tv_nsec) / 1e9;
+}
+
 static void sess_free(struct session *s)
 {
     struct smtp_server *srv = s->srv;
+    if (s->lookup) {
+        policy_lookup_cancel(s->lookup);
+        s->lookup = NULL;
+    }
+    if (s->counted_ip)
+        clients_session_del(srv->clients, s->ip);
+    if (!s->commands_seen && !s->quit && !s->stopping) {
+        /* The appliance's "late banner" diagnosis: how much of the wait
+         * was DNS (seed 004). Before the banner, all of it was. */
+        double total = sess_elapsed_s(s);
+        double dns = s->mode == MODE_POLICY || s->dns_ms <= 0 ? total : s->dns_ms / 1000;
+        if (s->mode != MODE_POLICY && s->dns_ms > 0)
+            dns = s->dns_ms / 1000;
+        maillog(LOG_INFO,
+                "ICID %llu Connection from %s on interface %s (%s) lost after %.1f seconds "
+                "(DNS query took %.1f seconds), before any commands were received",
+                (unsigned long long)s->icid, s->ip, s->lst->name, s->lst->address, total, dns);
+    }
     if (s->quit || s->stopping)
         maillog(LOG_INFO, "ICID %llu close", (unsigned long long)s->icid);
     else
@@ -1008,6 +1128,13 @@ static void sess_maybe_free(struct session *s)
 static void sess_on_read(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
+    if (s->mode == MODE_POLICY) {
+        /* talking before the banner (RFC 5321 3.1 says wait): answered
+         * once the decision is made; read no further meanwhile */
+        s->pregreet = true;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
     sess_process(s);
     sess_maybe_free(s);
 }
@@ -1074,7 +1201,7 @@ static void sess_on_event(struct bufferevent *bev, short what, void *arg)
         maillog(LOG_INFO, "ICID %llu timeout waiting for %s", (unsigned long long)s->icid,
                 s->mode == MODE_CMD ? "a command" : "message data");
         tx_reset(s, " (timeout)");
-        sess_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->lst->hostname);
+        sess_reply(s, "421 4.4.2 %s Error: timeout exceeded", sess_host(s));
         sess_close(s);
         return;
     }
@@ -1095,6 +1222,112 @@ static void sess_on_event(struct bufferevent *bev, short what, void *arg)
     }
     s->mode = MODE_CLOSING;
     sess_free(s);
+}
+
+/* ---- connection policy ------------------------------------------------ */
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+static void sess_policy_log(struct session *s, const struct policy_facts *f,
+                            const struct policy_decision *dec)
+{
+    char sbrs[32];
+    if (f->rfc1918 && !s->cfg->reputation.lookup_private)
+        snprintf(sbrs, sizeof(sbrs), "rfc1918");
+    else if (f->sbrs_none)
+        snprintf(sbrs, sizeof(sbrs), "None");
+    else
+        snprintf(sbrs, sizeof(sbrs), "%.1f", f->sbrs);
+    maillog(LOG_INFO,
+            "New SMTP ICID %llu interface %s (%s) address %s reverse dns host %s verified %s",
+            (unsigned long long)s->icid, s->lst->name, s->lst->address, s->ip,
+            f->ptr == PTR_OK && f->ptr_name[0] ? f->ptr_name : "unknown",
+            f->verified ? "yes" : "no");
+    maillog(LOG_INFO, "ICID %llu %s SG %s match %s SBRS %s", (unsigned long long)s->icid,
+            policy_access_name(dec->params.access), dec->group ? dec->group : "None", dec->member,
+            sbrs);
+    maillog(LOG_INFO,
+            "ICID %llu DNS lookups took %.0f ms: PTR %.0f ms, forward %.0f ms, reputation %.0f ms",
+            (unsigned long long)s->icid, f->ms_total, f->ms_ptr < 0 ? 0 : f->ms_ptr,
+            f->ms_forward < 0 ? 0 : f->ms_forward, f->ms_reputation < 0 ? 0 : f->ms_reputation);
+}
+
+/* The host access table decided: send the banner the policy says, or
+ * refuse. Runs from the lookup's callback (or at once without lookups). */
+static void sess_policy_decided(void *arg, const struct policy_facts *f)
+{
+    struct session *s = arg;
+    struct policy_decision dec;
+    char banner[300];
+    s->lookup = NULL;
+    s->dns_ms = f->ms_total;
+    policy_decide(s->lst->hat, f, &dec);
+    s->pol = dec.params;
+    snprintf(s->group, sizeof(s->group), "%s", dec.group ? dec.group : "");
+    /* the listener's limits are hard caps; the policy may only lower them */
+    s->max_size = min_u64(s->cfg->limits.max_message_size, s->pol.max_message_size);
+    s->max_rcpts =
+        (uint32_t)min_u64(s->cfg->limits.max_recipients, s->pol.max_recipients_per_message);
+    sess_policy_log(s, f, &dec);
+    if (s->pol.access == ACCESS_TCPREFUSE) {
+        s->quit = true;
+        s->mode = MODE_CLOSING;
+        sess_free(s);
+        return;
+    }
+    s->mode = MODE_CMD;
+    s->counted_ip = true;
+    if (clients_session_add(s->srv->clients, s->ip) > s->pol.max_concurrent_connections) {
+        sess_limit_log(s, LOGGED_MSGS, "Connection limit exceeded: %u concurrent connections",
+                       s->pol.max_concurrent_connections);
+        sess_reply(s, "421 4.7.0 %s Too many concurrent connections from your address",
+                   sess_host(s));
+        sess_close(s);
+        return;
+    }
+    if (s->pregreet) {
+        struct evbuffer *in = bufferevent_get_input(s->bev);
+        maillog(LOG_INFO, "ICID %llu pregreet: client sent %zu bytes before the banner",
+                (unsigned long long)s->icid, evbuffer_get_length(in));
+        evbuffer_drain(in, evbuffer_get_length(in));
+        sess_reply(s, "554 5.5.1 %s Protocol error: data sent before the banner", sess_host(s));
+        sess_close(s);
+        return;
+    }
+    if (s->pol.access == ACCESS_REJECT && !s->pol.reject_at_rcpt) {
+        s->rejected = true;
+        sess_reply(s, "%u %s %s", s->pol.reject_code, sess_host(s), s->pol.reject_text);
+        return;
+    }
+    policy_expand_banner(s->pol.banner_text, f, s->group[0] ? s->group : NULL, banner,
+                         sizeof(banner));
+    sess_reply(s, "%u %s %s", s->pol.banner_code, sess_host(s), banner);
+}
+
+/* Start the pre-banner lookups (PTR, forward-confirm, DNS lists). */
+static void sess_policy_start(struct session *s)
+{
+    const char *zones[POLICY_MAX_DNSLISTS];
+    size_t nz = policy_table_dnslists(s->lst->hat, zones, POLICY_MAX_DNSLISTS);
+    struct policy_lookup_params p = {
+        .reputation = &s->cfg->reputation,
+        .zones = zones,
+        .nzones = nz,
+        .deadline_ms = s->cfg->connection_dns_deadline,
+    };
+    s->mode = MODE_POLICY;
+    s->lookup = policy_lookup_start(s->srv->base, s->srv->resolver, s->ip, &p,
+                                    sess_policy_decided, s);
+    if (s->lookup == NULL) {
+        /* not an address the resolver can look up: decide on the IP alone */
+        struct policy_facts f = {.ptr = PTR_NOT_LOOKED, .sbrs_none = true};
+        snprintf(f.ip, sizeof(f.ip), "%s", s->ip);
+        f.ms_ptr = f.ms_forward = f.ms_reputation = -1;
+        sess_policy_decided(s, &f);
+    }
 }
 
 /* Refuse a connection over a limit without building a session. */
@@ -1124,11 +1357,12 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
     uint64_t icid = spool_next_id(srv->spool, SPOOL_ID_ICID);
     srv->stats.connections++;
-    maillog(LOG_INFO,
-            "New SMTP ICID %llu interface %s (%s) address %s reverse dns host unknown "
-            "verified no",
-            (unsigned long long)icid, l->name, l->address, ip);
     if (srv->stopping || l->sessions >= srv->cfg->limits.max_connections) {
+        /* refused before any lookup: the cap protects the resolver too */
+        maillog(LOG_INFO,
+                "New SMTP ICID %llu interface %s (%s) address %s reverse dns host unknown "
+                "verified no",
+                (unsigned long long)icid, l->name, l->address, ip);
         sess_refuse(srv, l, fd, icid, ip);
         return;
     }
@@ -1140,6 +1374,7 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
     s->cfg = config_ref(srv->cfg);
     memcpy(s->ip, ip, sizeof(ip));
     s->ipv6 = sa->sa_family == AF_INET6;
+    clock_gettime(CLOCK_MONOTONIC, &s->t_start);
     l->sessions++;
     srv->stats.current++;
     s->next = srv->sessions;
@@ -1153,19 +1388,30 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
     bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_HIGHWAT);
     sess_timeouts(s, s->cfg->timeouts.command);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    s->mode = MODE_CMD;
-    sess_reply(s, "220 %s ESMTP Postern", l->hostname);
+    sess_policy_start(s);
 }
 
 /* ---- server ------------------------------------------------------------------- */
 
+/* Every 5 minutes: forget clients idle for an hour. */
+static void srv_on_expire(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtp_server *srv = arg;
+    clients_expire(srv->clients, time(NULL));
+}
+
 struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool,
-                                    struct config *cfg)
+                                    struct resolver *resolver, struct config *cfg)
 {
     struct smtp_server *srv = xcalloc(1, sizeof(*srv));
+    struct timeval tv = {300, 0};
     srv->base = base;
     srv->spool = spool;
+    srv->resolver = resolver;
     srv->cfg = config_ref(cfg);
+    srv->clients = clients_new();
+    srv->expire_ev = event_new(base, -1, EV_PERSIST, srv_on_expire, srv);
+    event_add(srv->expire_ev, &tv);
     return srv;
 }
 
@@ -1194,7 +1440,7 @@ void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void
         if (s->mode == MODE_COMMIT || s->mode == MODE_CLOSING)
             continue;
         tx_reset(s, " (shutdown)");
-        sess_reply(s, "421 4.3.2 %s Service shutting down", s->lst->hostname);
+        sess_reply(s, "421 4.3.2 %s Service shutting down", sess_host(s));
         sess_close(s);
         sess_maybe_free(s);
     }
@@ -1230,6 +1476,8 @@ void smtp_server_free(struct smtp_server *srv)
     if (srv == NULL)
         return;
     smtp_server_abort_all(srv);
+    event_free(srv->expire_ev);
+    clients_free(srv->clients);
     config_unref(srv->cfg);
     free(srv);
 }

@@ -31,8 +31,9 @@ struct smtp_server_stats {
     uint32_t current; /* sessions now */
 };
 
+struct resolver;
 struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool,
-                                    struct config *cfg);
+                                    struct resolver *resolver, struct config *cfg);
 /* New sessions use cfg from now on (takes a reference); running sessions
  * keep the configuration they started with. */
 void smtp_server_set_config(struct smtp_server *srv, struct config *cfg);

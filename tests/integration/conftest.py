@@ -102,6 +102,11 @@ class Gateway:
                 "port": self.port, "hostname": "mx.gw.test"}],
             "limits": {"max_errors": 20},
             "spool": {"min_free_space": 1},
+            # The test clients all come from loopback: give them the TRUSTED
+            # policy so the ACCEPTED defaults (10 messages per connection,
+            # 10 connections per IP) do not cap protocol tests. Policy tests
+            # override sender_groups.
+            "sender_groups": [{"name": "WHITELIST", "members": ["127.0.0.0/8", "::1"]}],
             # Never the system resolver: a loopback port where nothing
             # answers, so that nothing ever leaves the machine.
             "resolver": {"servers": [f"127.0.0.1:{free_port()}"], "timeout": "1s",

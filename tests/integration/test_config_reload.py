@@ -128,7 +128,8 @@ def test_reload_refuses_user_change(make_gateway):
 def test_reload_adds_and_removes_listener(make_gateway):
     gw = make_gateway()
     port2 = free_port()
-    gw.cfg["listeners"].append({"name": "Second", "type": "private", "address": "127.0.0.1",
+    # public: a private listener's default table blocks all but RELAYLIST
+    gw.cfg["listeners"].append({"name": "Second", "type": "public", "address": "127.0.0.1",
                                 "port": port2, "hostname": "second.gw.test"})
     gw.write_config()
     assert reload(gw).group(1) == "reloaded from"

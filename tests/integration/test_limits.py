@@ -93,7 +93,8 @@ def test_max_recipients(make_gateway):
     c.expect(None, 250)
     (m,) = gw.spool_messages()
     assert m["rcpts"] == ["r0@example.com", "r1@example.com", "r2@example.com"]
-    gw.wait_log(r"MID \d+ ICID \d+ Receiving Failed: recipient limit of 3 exceeded")
+    gw.wait_log(r"ICID \d+ Receiving Failed: recipient limit of 3 per message exceeded "
+                r"\(policy TRUSTED, address 127\.0\.0\.1\)")
 
 
 def test_max_connections(make_gateway):

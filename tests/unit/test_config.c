@@ -102,10 +102,56 @@ static bool config_equal_outbound(const struct config *a, const struct config *b
            x->bounce_max_original == y->bounce_max_original;
 }
 
+static bool sender_group_equal(const struct cfg_sender_group *x, const struct cfg_sender_group *y)
+{
+    return str_eq(x->name, y->name) && str_eq(x->policy, y->policy) &&
+           strv_eq(x->members, x->nmembers, y->members, y->nmembers) &&
+           x->ptr_missing == y->ptr_missing && x->ptr_tempfail == y->ptr_tempfail &&
+           x->ptr_mismatch == y->ptr_mismatch;
+}
+
+static bool policy_equal(const struct cfg_mail_flow_policy *x, const struct cfg_mail_flow_policy *y)
+{
+    return str_eq(x->name, y->name) && x->access == y->access &&
+           x->reject_at_rcpt == y->reject_at_rcpt && x->max_message_size == y->max_message_size &&
+           x->max_concurrent_connections == y->max_concurrent_connections &&
+           x->max_messages_per_connection == y->max_messages_per_connection &&
+           x->max_recipients_per_message == y->max_recipients_per_message &&
+           x->max_recipients_per_hour == y->max_recipients_per_hour &&
+           x->rate_limit_code == y->rate_limit_code &&
+           str_eq(x->rate_limit_text, y->rate_limit_text) && x->banner_code == y->banner_code &&
+           str_eq(x->banner_text, y->banner_text) &&
+           str_eq(x->banner_hostname, y->banner_hostname) && x->reject_code == y->reject_code &&
+           str_eq(x->reject_text, y->reject_text) && x->tls == y->tls;
+}
+
+/* The host access half: groups, policies, reputation, connection DNS. */
+static bool config_equal_hat(const struct config *a, const struct config *b)
+{
+    if (a->nsender_groups != b->nsender_groups || a->npolicies != b->npolicies ||
+        a->reputation.nlists != b->reputation.nlists ||
+        a->reputation.lookup_private != b->reputation.lookup_private ||
+        a->connection_dns_deadline != b->connection_dns_deadline)
+        return false;
+    for (size_t i = 0; i < a->nsender_groups; i++)
+        if (!sender_group_equal(&a->sender_groups[i], &b->sender_groups[i]))
+            return false;
+    for (size_t i = 0; i < a->npolicies; i++)
+        if (!policy_equal(&a->policies[i], &b->policies[i]))
+            return false;
+    for (size_t i = 0; i < a->reputation.nlists; i++) {
+        const struct cfg_dnslist *x = &a->reputation.lists[i], *y = &b->reputation.lists[i];
+        if (!str_eq(x->zone, y->zone) || x->kind != y->kind || x->weight != y->weight ||
+            !strv_eq(x->codes, x->ncodes, y->codes, y->ncodes))
+            return false;
+    }
+    return true;
+}
+
 /* Field-by-field equality of everything a config carries (not refs/file). */
 static bool config_equal(const struct config *a, const struct config *b)
 {
-    if (!config_equal_outbound(a, b))
+    if (!config_equal_outbound(a, b) || !config_equal_hat(a, b))
         return false;
     if (!str_eq(a->hostname, b->hostname) || !str_eq(a->user, b->user) ||
         !str_eq(a->spool_dir, b->spool_dir) || !str_eq(a->log_dir, b->log_dir) ||
@@ -116,7 +162,8 @@ static bool config_equal(const struct config *a, const struct config *b)
         const struct cfg_listener *x = &a->listeners[i], *y = &b->listeners[i];
         if (!str_eq(x->name, y->name) || x->type != y->type || !str_eq(x->address, y->address) ||
             x->port != y->port || !str_eq(x->hostname, y->hostname) ||
-            !str_eq(x->tls_cert, y->tls_cert) || !str_eq(x->tls_key, y->tls_key))
+            !str_eq(x->tls_cert, y->tls_cert) || !str_eq(x->tls_key, y->tls_key) ||
+            !strv_eq(x->hat, x->nhat, y->hat, y->nhat))
             return false;
     }
     return memcmp(&a->limits, &b->limits, sizeof a->limits) == 0 &&
@@ -129,6 +176,56 @@ static bool config_equal(const struct config *a, const struct config *b)
 }
 
 /* ---- defaults ----------------------------------------------------------- */
+
+static const char *const predefined_groups[] = {"WHITELIST", "BLACKLIST", "SUSPECTLIST",
+                                                "UNKNOWNLIST", "RELAYLIST"};
+static const char *const predefined_group_policies[] = {"TRUSTED", "BLOCKED", "THROTTLED",
+                                                        "ACCEPTED", "RELAYED"};
+
+/* One predefined policy's appliance values. */
+static const struct policy_want {
+    const char *name;
+    enum cfg_access access;
+    uint64_t size;
+    uint32_t conns, msgs, rcpts, per_hour;
+} predefined_policies[] = {
+    {"TRUSTED", CFG_ACCESS_ACCEPT, 100 * 1024 * 1024, 600, 5000, 5000, 0},
+    {"BLOCKED", CFG_ACCESS_REJECT, 10 * 1024 * 1024, 10, 10, 50, 0},
+    {"THROTTLED", CFG_ACCESS_ACCEPT, 1024 * 1024, 10, 10, 20, 20},
+    {"ACCEPTED", CFG_ACCESS_ACCEPT, 10 * 1024 * 1024, 10, 10, 50, 0},
+    {"RELAYED", CFG_ACCESS_RELAY, 100 * 1024 * 1024, 600, 5000, 5000, 0},
+};
+
+static void check_policy(const struct cfg_mail_flow_policy *p, const struct policy_want *w)
+{
+    assert_string_equal(p->name, w->name);
+    assert_int_equal(p->access, w->access);
+    assert_false(p->reject_at_rcpt);
+    assert_int_equal(p->max_message_size, w->size);
+    assert_int_equal(p->max_concurrent_connections, w->conns);
+    assert_int_equal(p->max_messages_per_connection, w->msgs);
+    assert_int_equal(p->max_recipients_per_message, w->rcpts);
+    assert_int_equal(p->max_recipients_per_hour, w->per_hour);
+    assert_int_equal(p->rate_limit_code, 452);
+    assert_string_equal(p->rate_limit_text, "Too many recipients received this hour");
+    assert_int_equal(p->banner_code, 220);
+    assert_string_equal(p->banner_text, "ESMTP");
+    assert_string_equal(p->banner_hostname, "");
+    assert_int_equal(p->reject_code, 554);
+    assert_string_equal(p->reject_text, "Access denied");
+    assert_int_equal(p->tls, CFG_PTLS_OFF);
+}
+
+/* Predefined groups and policies first, in their fixed order. */
+static void check_hat_defaults(const struct config *cfg)
+{
+    assert_true(cfg->nsender_groups >= ARRAY_LEN(predefined_groups));
+    for (size_t i = 0; i < ARRAY_LEN(predefined_groups); i++)
+        assert_string_equal(cfg->sender_groups[i].name, predefined_groups[i]);
+    assert_true(cfg->npolicies >= ARRAY_LEN(predefined_policies));
+    for (size_t i = 0; i < ARRAY_LEN(predefined_policies); i++)
+        assert_string_equal(cfg->policies[i].name, predefined_policies[i].name);
+}
 
 static void check_defaults(const struct config *cfg)
 {
@@ -149,6 +246,10 @@ static void check_defaults(const struct config *cfg)
     assert_string_equal(cfg->listeners[0].hostname, host);
     assert_null(cfg->listeners[0].tls_cert);
     assert_null(cfg->listeners[0].tls_key);
+    assert_int_equal(cfg->listeners[0].nhat, 4);
+    assert_string_equal(cfg->listeners[0].hat[0], "WHITELIST");
+    assert_string_equal(cfg->listeners[0].hat[3], "UNKNOWNLIST");
+    check_hat_defaults(cfg);
     assert_int_equal(cfg->limits.max_message_size, 10 * 1024 * 1024);
     assert_int_equal(cfg->limits.max_recipients, 100);
     assert_int_equal(cfg->limits.max_command_line, 512);
@@ -288,6 +389,65 @@ static const char full_yaml[] = "hostname: mx.example.com\n"
                                 "  data_block_timeout: 1m\n"
                                 "  data_done_timeout: 15m\n"
                                 "  bounce_max_original: 1M\n";
+
+static const char hat_yaml[] =
+    "listeners:\n"
+    "  - name: in\n"
+    "    hat: [allowed_list, Blocked_List, PARTNERS, suspectlist, UNKNOWNLIST]\n"
+    "  - name: out\n"
+    "    type: private\n"
+    "    port: 2526\n"
+    "  - name: out2\n"
+    "    type: private\n"
+    "    port: 2527\n"
+    "    hat: [RELAYLIST, PARTNERS]\n"
+    "sender_groups:\n"
+    "  - name: partners\n"
+    "    policy: partner_policy\n"
+    "    members: [10.1.1.0/24, \"10.1.2.10-20\", \"10.2.\", 2001:DB8::/32, MX.Example.COM,\n"
+    "              .example.org, \"sbrs[-1:2.5]\", \"sbrs[NONE]\", \"DNSLIST[Zen.Example]\", all]\n"
+    "    ptr_missing: true\n"
+    "    ptr_tempfail: yes\n"
+    "    ptr_mismatch: on\n"
+    "  - name: ALLOWED_LIST\n"
+    "    members: [192.0.2.1]\n"
+    "  - name: blacklist\n"
+    "    policy: THROTTLED\n"
+    "mail_flow_policies:\n"
+    "  - name: Partner_Policy\n"
+    "    access: relay\n"
+    "    reject_at_rcpt: true\n"
+    "    max_message_size: 20M\n"
+    "    max_concurrent_connections: 50\n"
+    "    max_messages_per_connection: 100\n"
+    "    max_recipients_per_message: 200\n"
+    "    max_recipients_per_hour: 1000\n"
+    "    rate_limit_code: 421\n"
+    "    rate_limit_text: \"Slow down\"\n"
+    "    banner_code: 220\n"
+    "    banner_text: \"ESMTP $Hostname ($Group, $RemoteIP)\"\n"
+    "    banner_hostname: partners.example.com\n"
+    "    reject_code: 550\n"
+    "    reject_text: \"Not you\"\n"
+    "    tls: required\n"
+    "  - name: throttled\n"
+    "    max_recipients_per_hour: 5\n"
+    "    tls: preferred\n"
+    "reputation:\n"
+    "  lists:\n"
+    "    - zone: Zen.Example\n"
+    "      codes: [127.0.0.2, 127.0.0.4]\n"
+    "    - zone: allow.example\n"
+    "      type: allow\n"
+    "    - zone: mild.example\n"
+    "      type: block\n"
+    "      weight: -1.25\n"
+    "    - zone: strong.example\n"
+    "      type: allow\n"
+    "      weight: 10\n"
+    "  lookup_private: true\n"
+    "connection_dns:\n"
+    "  deadline: 2500ms\n";
 
 static void test_every_key(void **state)
 {
@@ -855,6 +1015,91 @@ static const struct error_row {
      "'helo_name': invalid value 'a b': must not contain spaces"},
     {"delivery:\n  helo: x\n", 2, 3, "unknown key 'helo' in section 'delivery'"},
     {"delivery: [a]\n", 1, 11, "'delivery' must be a mapping, not a sequence"},
+    /* sender_groups */
+    {"sender_groups:\n  - name: G\n    policy: ACCEPTED\n    members: [10.1.1.5/24]\n", 4, 15,
+     "'members': invalid value '10.1.1.5/24': address has bits set beyond the prefix length"},
+    {"sender_groups:\n  - name: G\n    policy: ACCEPTED\n    members: [\"dnslist[zen\"]\n", 4, 15,
+     "'members': invalid value 'dnslist[zen': dnslist must end with ']'"},
+    {"sender_groups:\n  - name: G\n    policy: ACCEPTED\n    members: 10.0.0.1\n", 4, 14,
+     "'members' must be a sequence, not a scalar"},
+    {"sender_groups:\n  - name: G\n", 2, 5,
+     "missing required key 'policy' in section 'sender_groups'"},
+    {"sender_groups:\n  - name: G\n    policy: NOPE\n", 3, 13,
+     "'policy': no entry 'NOPE' in 'mail_flow_policies'"},
+    {"sender_groups:\n  - name: G\n    policy: ACCEPTED\n    colour: red\n", 4, 5,
+     "unknown key 'colour' in section 'sender_groups'"},
+    {"sender_groups:\n  - {name: G, policy: ACCEPTED}\n  - {name: g, policy: ACCEPTED}\n", 3, 12,
+     "duplicate sender group name 'G'"},
+    {"sender_groups:\n  - name: WHITELIST\n  - name: allowed_list\n", 3, 11,
+     "duplicate sender group name 'WHITELIST'"},
+    {"sender_groups:\n  - {name: all, policy: ACCEPTED}\n", 2, 12,
+     "'name': invalid value 'all': ALL is the implicit last row of every HAT and cannot be named"},
+    {"sender_groups:\n  - {name: \"a.b\", policy: ACCEPTED}\n", 2, 12,
+     "'name': invalid value 'a.b': only letters, digits, '_' and '-' are allowed"},
+    {"sender_groups:\n  - name: WHITELIST\n    ptr_missing: maybe\n", 3, 18,
+     "'ptr_missing': invalid value 'maybe': expected true or false"},
+    /* listeners[].hat */
+    {"listeners:\n  - name: a\n    hat: [WHITELIST, NOPE]\n", 3, 22,
+     "'hat': no entry 'NOPE' in 'sender_groups'"},
+    {"listeners:\n  - name: a\n    hat: [ALL]\n", 3, 11,
+     "'hat': invalid value 'ALL': ALL is the implicit last row of every HAT and cannot be named"},
+    {"listeners:\n  - name: a\n    hat: []\n", 3, 10, "'hat' must list at least one sender group"},
+    {"listeners:\n  - name: a\n    hat: WHITELIST\n", 3, 10,
+     "'hat' must be a sequence, not a scalar"},
+    {"listeners:\n  - name: a\n    hat: [WHITELIST, allowed_list]\n", 3, 22,
+     "duplicate sender group 'WHITELIST' in 'hat'"},
+    /* mail_flow_policies */
+    {"mail_flow_policies:\n  - name: trusted\n  - name: TRUSTED\n", 3, 11,
+     "duplicate mail flow policy name 'TRUSTED'"},
+    {"mail_flow_policies:\n  - name: \"my policy\"\n", 2, 11,
+     "'name': invalid value 'my policy': only letters, digits, '_' and '-' are allowed"},
+    {"mail_flow_policies:\n  - name: P\n    banner_code: 554\n", 3, 18,
+     "'banner_code' out of range: '554' is not between 200 and 299"},
+    {"mail_flow_policies:\n  - name: P\n    reject_code: 250\n", 3, 18,
+     "'reject_code' out of range: '250' is not between 400 and 599"},
+    {"mail_flow_policies:\n  - name: P\n    rate_limit_code: 600\n", 3, 22,
+     "'rate_limit_code' out of range: '600' is not between 400 and 599"},
+    {"mail_flow_policies:\n  - name: P\n    banner_text: \"a\\r\\nb\"\n", 3, 18,
+     "'banner_text' contains a control character"},
+    {"mail_flow_policies:\n  - name: P\n    reject_text: \"\"\n", 3, 18,
+     "'reject_text' must not be empty"},
+    {"mail_flow_policies:\n  - name: P\n    banner_hostname: \"a b\"\n", 3, 22,
+     "'banner_hostname': invalid value 'a b': must not contain spaces"},
+    {"mail_flow_policies:\n  - name: accepted\n    access: continue\n", 3, 13,
+     "'access': ACCEPTED is the policy of the implicit ALL row and cannot be continue"},
+    {"mail_flow_policies:\n  - name: P\n    access: allow\n", 3, 13,
+     "'access': invalid value 'allow': expected accept, reject, tcprefuse, relay or continue"},
+    {"mail_flow_policies:\n  - name: P\n    tls: on\n", 3, 10,
+     "'tls': invalid value 'on': expected off, preferred or required"},
+    {"mail_flow_policies:\n  - name: P\n    max_recipients_per_message: 0\n", 3, 33,
+     "'max_recipients_per_message' out of range: '0' is not between 1 and 100000"},
+    {"mail_flow_policies:\n  - name: P\n    max_message_size: 5G\n", 3, 23,
+     "'max_message_size' out of range: '5G' is not between 1K and 4G"},
+    /* reputation, connection_dns */
+    {"reputation:\n  lists:\n    - zone: .zen.example\n", 3, 13,
+     "'zone': invalid value '.zen.example': a name cannot start with a dot"},
+    {"reputation:\n  lists:\n    - type: block\n", 3, 7,
+     "missing required key 'zone' in section 'lists'"},
+    {"reputation:\n  lists:\n    - zone: a.example\n    - zone: A.example\n", 4, 13,
+     "duplicate reputation list zone 'a.example'"},
+    {"reputation:\n  lists:\n    - {zone: a.example, weight: 10.5}\n", 3, 33,
+     "'weight' out of range: '10.5' is not between -10.0 and 10.0"},
+    {"reputation:\n  lists:\n    - {zone: a.example, weight: -10.001}\n", 3, 33,
+     "'weight' out of range: '-10.001' is not between -10.0 and 10.0"},
+    {"reputation:\n  lists:\n    - {zone: a.example, weight: 1e3}\n", 3, 33,
+     "'weight': invalid value '1e3': expected a decimal number such as -5 or 2.5"},
+    {"reputation:\n  lists:\n    - {zone: a.example, weight: nan}\n", 3, 33,
+     "'weight': invalid value 'nan': expected a decimal number such as -5 or 2.5"},
+    {"reputation:\n  lists:\n    - {zone: a.example, weight: 1.2345}\n", 3, 33,
+     "'weight': invalid value '1.2345': expected a decimal number with at most 3 decimal places"},
+    {"reputation:\n  lists:\n    - {zone: a.example, codes: [127.0.0.256]}\n", 3, 33,
+     "'codes': invalid value '127.0.0.256': not an IPv4 address literal"},
+    {"reputation:\n  lists:\n    - {zone: a.example, type: grey}\n", 3, 31,
+     "'type': invalid value 'grey': expected block or allow"},
+    {"connection_dns:\n  deadline: 2m\n", 2, 13,
+     "'deadline' out of range: '2m' is not between 100ms and 1m"},
+    {"connection_dns:\n  deadline: 99ms\n", 2, 13,
+     "'deadline' out of range: '99ms' is not between 100ms and 1m"},
     /* YAML syntax and document shape */
     {"a: [\n", 2, 1, "while parsing a flow node: did not find expected node content"},
     {"key: value\n bad: x\n", 2, 5, "mapping values are not allowed in this context"},
@@ -1038,6 +1283,15 @@ static void test_round_trip(void **state)
         "bounce_profiles:\n  - {name: p, max_retries: 0, initial_retry: 1500ms, max_retry: "
         "1501ms}\n"
         "delivery:\n  helo_name: \"h\\u00e9\"\n  bounce_max_original: 0\n",
+        hat_yaml,
+        "reputation:\n  lists:\n    - {zone: a.b, weight: -0.001}\n    - {zone: c.d, weight: "
+        "9.999}\n"
+        "    - {zone: e.f, weight: \"-0\"}\n    - {zone: g.h, weight: +3.5, type: allow}\n"
+        "connection_dns: {deadline: 100ms}\n",
+        "mail_flow_policies:\n  - {name: X, banner_text: \"q\\\"uote $Group\", banner_hostname: "
+        "\"\"}\n"
+        "sender_groups: [{name: Y, policy: x, members: [ALL]}]\n"
+        "listeners: [{name: l, hat: [y, blocked_list]}]\n",
     };
     for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
         struct config *cfg = load_ok(rows[i]);
@@ -1087,6 +1341,41 @@ static void test_config_equal_detects(void **state)
     b->nroutes--;
     assert_false(config_equal(a, b));
     b->nroutes++;
+    assert_true(config_equal(a, b));
+    config_unref(a);
+    config_unref(b);
+
+    /* The host access half. */
+    a = load_ok(hat_yaml);
+    b = load_ok(hat_yaml);
+    assert_true(config_equal(a, b));
+    b->listeners[0].hat[2][0] = 'X';
+    assert_false(config_equal(a, b));
+    b->listeners[0].hat[2][0] = 'P';
+    b->sender_groups[5].members[3][0] = 'X';
+    assert_false(config_equal(a, b));
+    b->sender_groups[5].members[3][0] = '2';
+    b->sender_groups[5].ptr_tempfail = false;
+    assert_false(config_equal(a, b));
+    b->sender_groups[5].ptr_tempfail = true;
+    b->policies[5].tls = CFG_PTLS_OFF;
+    assert_false(config_equal(a, b));
+    b->policies[5].tls = CFG_PTLS_REQUIRED;
+    b->policies[2].max_recipients_per_hour++;
+    assert_false(config_equal(a, b));
+    b->policies[2].max_recipients_per_hour--;
+    b->policies[5].banner_hostname[0] = 'X';
+    assert_false(config_equal(a, b));
+    b->policies[5].banner_hostname[0] = 'p';
+    b->reputation.lists[2].weight = -1.0;
+    assert_false(config_equal(a, b));
+    b->reputation.lists[2].weight = -1.25;
+    b->reputation.lists[0].codes[0][8] = '9';
+    assert_false(config_equal(a, b));
+    b->reputation.lists[0].codes[0][8] = '2';
+    b->connection_dns_deadline++;
+    assert_false(config_equal(a, b));
+    b->connection_dns_deadline--;
     assert_true(config_equal(a, b));
     config_unref(a);
     config_unref(b);
@@ -1317,6 +1606,221 @@ static void test_list_bounds(void **state)
     free(yaml);
 }
 
+/* ---- host access: sender groups, policies, reputation, hat ------------- */
+
+static void test_hat_defaults(void **state)
+{
+    struct config *cfg =
+        load_ok("listeners:\n  - name: a\n  - {name: b, type: private, port: 1}\n");
+    assert_int_equal(cfg->nsender_groups, 5);
+    for (size_t i = 0; i < cfg->nsender_groups; i++) {
+        const struct cfg_sender_group *g = &cfg->sender_groups[i];
+        assert_string_equal(g->name, predefined_groups[i]);
+        assert_string_equal(g->policy, predefined_group_policies[i]);
+        assert_int_equal(g->nmembers, 0);
+        assert_false(g->ptr_missing || g->ptr_tempfail || g->ptr_mismatch);
+    }
+    assert_int_equal(cfg->npolicies, 5);
+    for (size_t i = 0; i < cfg->npolicies; i++)
+        check_policy(&cfg->policies[i], &predefined_policies[i]);
+    assert_int_equal(cfg->reputation.nlists, 0);
+    assert_false(cfg->reputation.lookup_private);
+    assert_int_equal(cfg->connection_dns_deadline, 10000);
+    /* hat by listener type */
+    assert_int_equal(cfg->listeners[0].nhat, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(cfg->listeners[0].hat[i], predefined_groups[i]);
+    assert_int_equal(cfg->listeners[1].nhat, 1);
+    assert_string_equal(cfg->listeners[1].hat[0], "RELAYLIST");
+    config_unref(cfg);
+
+    /* "hat:" with nothing after it is the default too. */
+    cfg = load_ok("listeners:\n  - name: a\n    type: private\n    hat:\n");
+    assert_int_equal(cfg->listeners[0].nhat, 1);
+    assert_string_equal(cfg->listeners[0].hat[0], "RELAYLIST");
+    config_unref(cfg);
+}
+
+static void test_hat_every_key(void **state)
+{
+    struct config *cfg = load_ok(hat_yaml);
+
+    /* hats: names upper-cased, aliases resolved; defaults by type */
+    static const char *const in_hat[] = {"WHITELIST", "BLACKLIST", "PARTNERS", "SUSPECTLIST",
+                                         "UNKNOWNLIST"};
+    assert_int_equal(cfg->listeners[0].nhat, ARRAY_LEN(in_hat));
+    for (size_t i = 0; i < ARRAY_LEN(in_hat); i++)
+        assert_string_equal(cfg->listeners[0].hat[i], in_hat[i]);
+    assert_int_equal(cfg->listeners[1].nhat, 1);
+    assert_string_equal(cfg->listeners[1].hat[0], "RELAYLIST");
+    assert_int_equal(cfg->listeners[2].nhat, 2);
+    assert_string_equal(cfg->listeners[2].hat[1], "PARTNERS");
+
+    /* groups: predefined first in their order, then the file's */
+    check_hat_defaults(cfg);
+    assert_int_equal(cfg->nsender_groups, 6);
+    const struct cfg_sender_group *w = &cfg->sender_groups[0];
+    assert_string_equal(w->name, "WHITELIST");
+    assert_string_equal(w->policy, "TRUSTED"); /* not given: predefined */
+    assert_int_equal(w->nmembers, 1);
+    assert_string_equal(w->members[0], "192.0.2.1");
+    assert_string_equal(cfg->sender_groups[1].policy, "THROTTLED"); /* overridden */
+    assert_int_equal(cfg->sender_groups[1].nmembers, 0);
+    const struct cfg_sender_group *g = &cfg->sender_groups[5];
+    assert_string_equal(g->name, "PARTNERS");
+    assert_string_equal(g->policy, "PARTNER_POLICY");
+    static const char *const members[] = {
+        "10.1.1.0/24",  "10.1.2.10-20", "10.2.",      "2001:db8::/32",        "mx.example.com",
+        ".example.org", "SBRS[-1:2.5]", "SBRS[none]", "dnslist[zen.example]", "ALL"};
+    assert_int_equal(g->nmembers, ARRAY_LEN(members));
+    for (size_t i = 0; i < ARRAY_LEN(members); i++)
+        assert_string_equal(g->members[i], members[i]);
+    assert_true(g->ptr_missing && g->ptr_tempfail && g->ptr_mismatch);
+
+    /* policies: predefined first; a predefined one keeps what is not given */
+    assert_int_equal(cfg->npolicies, 6);
+    const struct cfg_mail_flow_policy *t = &cfg->policies[2];
+    assert_string_equal(t->name, "THROTTLED");
+    assert_int_equal(t->max_recipients_per_hour, 5);
+    assert_int_equal(t->tls, CFG_PTLS_PREFERRED);
+    assert_int_equal(t->max_message_size, 1024 * 1024);
+    assert_int_equal(t->max_recipients_per_message, 20);
+    assert_int_equal(t->max_messages_per_connection, 10);
+    const struct cfg_mail_flow_policy *p = &cfg->policies[5];
+    assert_string_equal(p->name, "PARTNER_POLICY");
+    assert_int_equal(p->access, CFG_ACCESS_RELAY);
+    assert_true(p->reject_at_rcpt);
+    assert_int_equal(p->max_message_size, 20 * 1024 * 1024);
+    assert_int_equal(p->max_concurrent_connections, 50);
+    assert_int_equal(p->max_messages_per_connection, 100);
+    assert_int_equal(p->max_recipients_per_message, 200);
+    assert_int_equal(p->max_recipients_per_hour, 1000);
+    assert_int_equal(p->rate_limit_code, 421);
+    assert_string_equal(p->rate_limit_text, "Slow down");
+    assert_int_equal(p->banner_code, 220);
+    assert_string_equal(p->banner_text, "ESMTP $Hostname ($Group, $RemoteIP)");
+    assert_string_equal(p->banner_hostname, "partners.example.com");
+    assert_int_equal(p->reject_code, 550);
+    assert_string_equal(p->reject_text, "Not you");
+    assert_int_equal(p->tls, CFG_PTLS_REQUIRED);
+
+    /* reputation: weights by type unless given */
+    assert_int_equal(cfg->reputation.nlists, 4);
+    const struct cfg_dnslist *l = cfg->reputation.lists;
+    assert_string_equal(l[0].zone, "zen.example");
+    assert_int_equal(l[0].kind, DNSLIST_BLOCK);
+    assert_true(l[0].weight == -5.0);
+    assert_int_equal(l[0].ncodes, 2);
+    assert_string_equal(l[0].codes[1], "127.0.0.4");
+    assert_int_equal(l[1].kind, DNSLIST_ALLOW);
+    assert_true(l[1].weight == 5.0);
+    assert_int_equal(l[1].ncodes, 0);
+    assert_true(l[2].weight == -1.25);
+    assert_true(l[3].weight == 10.0);
+    assert_true(cfg->reputation.lookup_private);
+    assert_int_equal(cfg->connection_dns_deadline, 2500);
+    config_unref(cfg);
+}
+
+/* A new policy starts from the ACCEPTED values; a predefined name written
+ * in any case overrides only what it gives; lookups ignore case and know
+ * the aliases. */
+static void test_hat_overrides(void **state)
+{
+    struct config *cfg = load_ok("mail_flow_policies:\n"
+                                 "  - {name: mine, banner_text: Hi}\n"
+                                 "  - {name: Trusted, max_message_size: 1M}\n"
+                                 "  - {name: accepted, max_recipients_per_message: 7}\n"
+                                 "  - {name: blocked, access: tcprefuse}\n"
+                                 "sender_groups:\n"
+                                 "  - {name: Z, policy: MINE}\n"
+                                 "  - {name: A, policy: accepted}\n"
+                                 "  - {name: relaylist, members: [10.0.0.0/8]}\n");
+    assert_int_equal(cfg->npolicies, 6);
+    static const char *const order[] = {"TRUSTED",  "BLOCKED", "THROTTLED",
+                                        "ACCEPTED", "RELAYED", "MINE"};
+    for (size_t i = 0; i < ARRAY_LEN(order); i++)
+        assert_string_equal(cfg->policies[i].name, order[i]);
+    const struct cfg_mail_flow_policy *mine = config_policy(cfg, "Mine");
+    assert_ptr_equal(mine, &cfg->policies[5]);
+    struct policy_want base = predefined_policies[3]; /* ACCEPTED */
+    assert_string_equal(mine->banner_text, "Hi");
+    assert_int_equal(mine->max_message_size, base.size);
+    assert_int_equal(mine->max_recipients_per_message, 50); /* not ACCEPTED's override */
+    const struct cfg_mail_flow_policy *tr = config_policy(cfg, "trusted");
+    assert_int_equal(tr->max_message_size, 1024 * 1024);
+    assert_int_equal(tr->max_concurrent_connections, 600);
+    assert_int_equal(tr->max_recipients_per_message, 5000);
+    assert_int_equal(config_policy(cfg, "ACCEPTED")->max_recipients_per_message, 7);
+    assert_int_equal(config_policy(cfg, "BLOCKED")->access, CFG_ACCESS_TCPREFUSE);
+    assert_null(config_policy(cfg, "nope"));
+    assert_null(config_policy(cfg, NULL));
+    assert_null(config_policy(NULL, "TRUSTED"));
+
+    assert_int_equal(cfg->nsender_groups, 7);
+    assert_string_equal(cfg->sender_groups[4].name, "RELAYLIST");
+    assert_string_equal(cfg->sender_groups[4].policy, "RELAYED");
+    assert_int_equal(cfg->sender_groups[4].nmembers, 1);
+    assert_string_equal(cfg->sender_groups[5].name, "Z");
+    assert_string_equal(cfg->sender_groups[5].policy, "MINE");
+    assert_string_equal(cfg->sender_groups[6].name, "A");
+    assert_ptr_equal(config_sender_group(cfg, "allowed_list"), &cfg->sender_groups[0]);
+    assert_ptr_equal(config_sender_group(cfg, "Blocked_List"), &cfg->sender_groups[1]);
+    assert_ptr_equal(config_sender_group(cfg, "z"), &cfg->sender_groups[5]);
+    assert_null(config_sender_group(cfg, "ALL"));
+    assert_null(config_sender_group(cfg, "no such"));
+    assert_null(config_sender_group(cfg, NULL));
+    config_unref(cfg);
+}
+
+/* Bounds that need generated input: distinct dnslist[] zones across groups,
+ * reputation lists, reply text length. */
+static void test_hat_bounds(void **state)
+{
+    char yaml[2048];
+    struct config_error err;
+
+    /* 8 distinct zones (one repeated, across two groups) load; a 9th does not. */
+    strcpy(yaml, "sender_groups:\n  - name: A\n    policy: BLOCKED\n    members: [");
+    for (int i = 0; i < 5; i++)
+        sprintf(yaml + strlen(yaml), "\"dnslist[z%d.example]\", ", i);
+    strcat(yaml, "\"dnslist[z0.example]\"]\n  - name: B\n    policy: BLOCKED\n    members: [");
+    for (int i = 5; i < 8; i++)
+        sprintf(yaml + strlen(yaml), "\"dnslist[Z%d.example]\", ", i);
+    strcat(yaml, "\"dnslist[z1.example]\"]\n");
+    config_unref(load_ok(yaml));
+    yaml[strlen(yaml) - 2] = '\0';
+    strcat(yaml, ", \"dnslist[z8.example]\"]\n");
+    assert_null(load(yaml, &err));
+    assert_int_equal(err.line, 7);
+    assert_int_equal(err.column, 107);
+    assert_string_equal(err.msg, "more than 8 distinct dnslist[] zones in sender groups");
+
+    strcpy(yaml, "reputation:\n  lists:\n");
+    for (int i = 0; i < 9; i++)
+        sprintf(yaml + strlen(yaml), "    - zone: l%d.example\n", i);
+    assert_null(load(yaml, &err));
+    assert_int_equal(err.line, 11);
+    assert_int_equal(err.column, 7);
+    assert_string_equal(err.msg, "'lists' lists more than 8 lists");
+
+    for (int len = 199; len <= 200; len++) {
+        snprintf(yaml, sizeof yaml, "mail_flow_policies:\n  - name: P\n    reject_text: \"%0*d\"\n",
+                 len, 0);
+        struct config *cfg = load(yaml, &err);
+        if (len == 199) {
+            assert_non_null(cfg);
+            assert_int_equal(strlen(config_policy(cfg, "P")->reject_text), 199);
+            config_unref(cfg);
+        } else {
+            assert_null(cfg);
+            assert_int_equal(err.line, 3);
+            assert_int_equal(err.column, 18);
+            assert_non_null(strstr(err.msg, "': longer than 199 characters"));
+        }
+    }
+}
+
 /* ---- reference counting ------------------------------------------------- */
 
 static void test_refcount(void **state)
@@ -1356,6 +1860,10 @@ int main(void)
         cmocka_unit_test(test_default_entries),
         cmocka_unit_test(test_list_bounds),
         cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_hat_defaults),
+        cmocka_unit_test(test_hat_every_key),
+        cmocka_unit_test(test_hat_overrides),
+        cmocka_unit_test(test_hat_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
