@@ -6,6 +6,8 @@
  */
 #include "core/log.h"
 
+#include "core/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -37,30 +39,10 @@ static const char *const level_names[] = {
     [LOG_CRITICAL] = "Critical",
 };
 
-static int log_mkdirs(const char *dir)
-{
-    char tmp[4096];
-    size_t n = strlen(dir);
-    if (n >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    memcpy(tmp, dir, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 int maillog_open(const char *dir)
 {
     char path[4096];
-    int rc = log_mkdirs(dir);
+    int rc = fs_mkdirs(dir, 0755);
     if (rc < 0)
         return rc;
     if ((size_t)snprintf(path, sizeof(path), "%s/mail_logs", dir) >= sizeof(path))

@@ -36,6 +36,7 @@
 #include "queue/spool.h"
 
 #include "core/alloc.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 
 #include <dirent.h>
@@ -239,26 +240,6 @@ static int spool_write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static int spool_mkdirs(const char *dir)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    memcpy(tmp, dir, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 /* Open (creating) a subdirectory of the spool as an O_DIRECTORY fd. */
 static int spool_open_subdir(const char *dir, const char *name)
 {
@@ -392,12 +373,30 @@ static int spool_db_open(struct spool *sp, char *err, size_t errlen)
     return 0;
 }
 
+/* A statement to prepare into the struct spool field at off. */
+struct spool_stmt_def {
+    size_t off;
+    const char *sql;
+};
+
+/* Prepare every statement of defs on db into sp's fields. */
+static int spool_prepare_stmts(struct spool *sp, sqlite3 *db, const struct spool_stmt_def *defs,
+                               size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt **st = (sqlite3_stmt **)((char *)sp + defs[i].off);
+        if (sqlite3_prepare_v3(db, defs[i].sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
+            SQLITE_OK) {
+            spool_err(err, errlen, "queue.db: %s", sqlite3_errmsg(db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int spool_prepare(struct spool *sp, char *err, size_t errlen)
 {
-    static const struct {
-        size_t off;
-        const char *sql;
-    } stmts[] = {
+    static const struct spool_stmt_def stmts[] = {
         {offsetof(struct spool, st_begin), "BEGIN IMMEDIATE"},
         {offsetof(struct spool, st_commit), "COMMIT"},
         {offsetof(struct spool, st_rollback), "ROLLBACK"},
@@ -416,15 +415,7 @@ static int spool_prepare(struct spool *sp, char *err, size_t errlen)
         {offsetof(struct spool, st_del_msg), "DELETE FROM msg WHERE mid = ?1"},
         {offsetof(struct spool, st_del_msg_rcpts), "DELETE FROM rcpt WHERE mid = ?1"},
     };
-    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
-        sqlite3_stmt **st = (sqlite3_stmt **)((char *)sp + stmts[i].off);
-        if (sqlite3_prepare_v3(sp->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
-            SQLITE_OK) {
-            spool_err(err, errlen, "queue.db: %s", sqlite3_errmsg(sp->db));
-            return -1;
-        }
-    }
-    return 0;
+    return spool_prepare_stmts(sp, sp->db, stmts, sizeof(stmts) / sizeof(stmts[0]), err, errlen);
 }
 
 /* ---- recovery (calling thread, before the worker starts) ---------------- */
@@ -1112,10 +1103,7 @@ static void spool_free(struct spool *sp)
 static int spool_reader_open(struct spool *sp, char *err, size_t errlen)
 {
     char path[PATH_MAX];
-    static const struct {
-        size_t off;
-        const char *sql;
-    } stmts[] = {
+    static const struct spool_stmt_def stmts[] = {
         {offsetof(struct spool, st_load_msg),
          "SELECT mid, icid, received, sender, flags, size, envid, ret, client_ip, helo,"
          " listener, message_id, subject FROM msg ORDER BY mid"},
@@ -1130,15 +1118,7 @@ static int spool_reader_open(struct spool *sp, char *err, size_t errlen)
         spool_err(err, errlen, "%s: %s", path, sp->rdb ? sqlite3_errmsg(sp->rdb) : "cannot open");
         return -1;
     }
-    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
-        sqlite3_stmt **st = (sqlite3_stmt **)((char *)sp + stmts[i].off);
-        if (sqlite3_prepare_v3(sp->rdb, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
-            SQLITE_OK) {
-            spool_err(err, errlen, "queue.db: %s", sqlite3_errmsg(sp->rdb));
-            return -1;
-        }
-    }
-    return 0;
+    return spool_prepare_stmts(sp, sp->rdb, stmts, sizeof(stmts) / sizeof(stmts[0]), err, errlen);
 }
 
 struct spool *spool_open(struct event_base *base, const struct spool_params *p, char *err,
@@ -1157,7 +1137,7 @@ struct spool *spool_open(struct event_base *base, const struct spool_params *p, 
     pthread_cond_init(&sp->work_cv, NULL);
     pthread_cond_init(&sp->done_cv, NULL);
 
-    int rc = spool_mkdirs(sp->dir);
+    int rc = fs_mkdirs(sp->dir, 0700);
     if (rc < 0) {
         spool_err(err, errlen, "%s: %s", sp->dir, strerror(-rc));
         goto fail;
