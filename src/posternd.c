@@ -32,6 +32,7 @@
 #include <dirent.h>
 
 #include "core/config.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "dns/resolver.h"
 #include "queue/scheduler.h"
@@ -77,25 +78,6 @@ static struct config *load_config(const char *file)
     return cfg;
 }
 
-/* mkdir -p */
-static int mkdirs(const char *dir)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, dir, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return (mkdir(tmp, 0750) < 0 && errno != EEXIST) ? -1 : 0;
-}
-
 /* chown -R, one level of subdirectories deep (the spool's layout). */
 static void chown_tree(const char *dir, uid_t uid, gid_t gid, int depth)
 {
@@ -122,7 +104,7 @@ static void chown_tree(const char *dir, uid_t uid, gid_t gid, int depth)
 /* Become cfg->user if we are root (after binding). */
 static int drop_privileges(const struct config *cfg)
 {
-    if (mkdirs(cfg->spool_dir) < 0 || mkdirs(cfg->log_dir) < 0) {
+    if (fs_mkdirs(cfg->spool_dir, 0750) < 0 || fs_mkdirs(cfg->log_dir, 0755) < 0) {
         fprintf(stderr, "posternd: cannot create %s or %s: %s\n", cfg->spool_dir, cfg->log_dir,
                 strerror(errno));
         return -1;
