@@ -1921,7 +1921,10 @@ static const struct cfg_param policy_params[] = {
      .type = PT_ENUM,
      .offset = offsetof(struct cfg_mail_flow_policy, tls),
      .width = FIELD_WIDTH(struct cfg_mail_flow_policy, tls),
-     .def = "off",
+     /* The appliance ships "off"; we offer STARTTLS wherever the listener
+      * has a certificate (opportunistic security, RFC 7435): an operator
+      * who configured a certificate expects it to be used. */
+     .def = "preferred",
      .min = CFG_PTLS_OFF,
      .max = CFG_PTLS_REQUIRED,
      .names = policy_tls_names,

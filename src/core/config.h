@@ -99,7 +99,7 @@
  *       banner_hostname: ""         "" = the listener's hostname
  *       reject_code: 554
  *       reject_text: "Access denied"
- *       tls: off                    off | preferred | required
+ *       tls: preferred              off | preferred | required
  *     (keys not given in a predefined policy keep its predefined values)
  *   reputation:
  *     lists:                        [none] DNS block/allow lists
@@ -215,15 +215,20 @@ struct cfg_delivery {
 };
 
 struct cfg_sender_group {
-    char *name;   /* upper-case as written; aliases resolved to the canonical name */
-    char *policy; /* mail flow policy name */
+    char *name;     /* stored upper-case (names are case-insensitive); aliases resolved */
+    char *policy;   /* mail flow policy name */
     char **members; /* validated member strings (policy/member.h syntax) */
     size_t nmembers;
     bool ptr_missing, ptr_tempfail, ptr_mismatch;
 };
 
-enum cfg_access { CFG_ACCESS_ACCEPT, CFG_ACCESS_REJECT, CFG_ACCESS_TCPREFUSE, CFG_ACCESS_RELAY,
-                  CFG_ACCESS_CONTINUE };
+enum cfg_access {
+    CFG_ACCESS_ACCEPT,
+    CFG_ACCESS_REJECT,
+    CFG_ACCESS_TCPREFUSE,
+    CFG_ACCESS_RELAY,
+    CFG_ACCESS_CONTINUE
+};
 enum cfg_policy_tls { CFG_PTLS_OFF, CFG_PTLS_PREFERRED, CFG_PTLS_REQUIRED };
 
 struct cfg_mail_flow_policy {

@@ -665,3 +665,88 @@ def rcpt_rows(gw):
         return [dict(r) for r in db.execute("SELECT * FROM rcpt ORDER BY mid, rid")]
     finally:
         db.close()
+
+
+# ---- connection policy tests (test_policy*.py) --------------------------------
+# Added for the host access table tests; nothing above depends on them.
+
+class SourcedSMTP(RawSMTP):
+    """RawSMTP that connects from a chosen local address (127.0.0.2, ...,
+    "::1"), so one test can act as several hosts. t_connect / t_banner are
+    monotonic times of connect() returning and of the banner arriving;
+    banner=False leaves reading the banner to the test (read_banner())."""
+
+    def __init__(self, port, source=None, host="127.0.0.1", timeout=10, banner=True):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            if source:
+                self.sock.bind((source, 0))
+            self.sock.connect((host, port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.t_connect = time.monotonic()
+        self.t_banner = None
+        self.buf = b""
+        self.banner = self.read_banner() if banner else None
+
+    def read_banner(self):
+        self.banner = self.reply()
+        self.t_banner = time.monotonic()
+        return self.banner
+
+
+def ptr_owner(ip):
+    """The reverse DNS owner name of an IPv4/IPv6 literal (no trailing dot)."""
+    import ipaddress
+    return ipaddress.ip_address(ip).reverse_pointer
+
+
+def dnsbl_owner(ip, zone):
+    """The DNS list query name of an IPv4 address in zone (RFC 5782)."""
+    return ".".join(reversed(ip.split("."))) + "." + zone
+
+
+def policy_overrides(dns_port, sender_groups=(), policies=(), reputation=None, deadline=None,
+                     timeout="2s", listeners=None):
+    """Gateway overrides for policy tests: the resolver at the test DNS
+    server, the given sender groups (replacing the suite's default loopback
+    WHITELIST), mail flow policies, reputation lists and DNS deadline."""
+    cfg = {
+        "sender_groups": list(sender_groups) or [{"name": "WHITELIST", "members": []}],
+        "resolver": {"servers": [f"127.0.0.1:{dns_port}"], "timeout": timeout, "attempts": 1},
+    }
+    if policies:
+        cfg["mail_flow_policies"] = list(policies)
+    if reputation is not None:
+        cfg["reputation"] = reputation
+    if deadline is not None:
+        cfg["connection_dns"] = {"deadline": deadline}
+    if listeners is not None:
+        cfg["listeners"] = listeners
+    return cfg
+
+
+def policy_gateway(make_gateway, dns_port, hat=None, **kw):
+    """A started gateway with policy_overrides(); hat, if given, is set on
+    its InboundMail listener (which needs the port, hence the two steps)."""
+    gw = make_gateway(policy_overrides(dns_port, **kw), start=False)
+    if hat is not None:
+        gw.cfg["listeners"][0]["hat"] = list(hat)
+    gw.write_config()
+    gw.start()
+    return gw
+
+
+def session_log(gw, ip, timeout=10, start=0):
+    """The ICID and the policy log lines of the first connection from ip
+    (after offset start): dict(icid, new, decision, dns)."""
+    m = gw.wait_log(r"^.*New SMTP ICID (\d+) interface \S+ \(\S+\) address "
+                    + re.escape(ip) + r" reverse dns host .*$", timeout, start)
+    icid = m.group(1)
+    d = gw.wait_log(rf"^.*ICID {icid} (ACCEPT|REJECT|TCPREFUSE|RELAY|CONTINUE) SG .*$", timeout)
+    t = gw.wait_log(rf"^.*ICID {icid} DNS lookups took .*$", timeout)
+    return {"icid": int(icid), "new": m.group(0), "decision": d.group(0), "dns": t.group(0),
+            "end": m.end()}

@@ -1,0 +1,114 @@
+/*
+ * control_int: what control.c (socket, framing, dispatch) shares with the
+ * command modules (cmd_counters.c, cmd_hosts.c, cmd_dns.c, cmd_log.c).
+ *
+ * A handler gets the context and one call: its arguments (a JSON object,
+ * possibly empty) and where to put the outcome. It returns
+ *   CTL_DONE     call->result holds the result object (ownership passes);
+ *   CTL_ERROR    call->err holds the message;
+ *   CTL_PENDING  the answer comes later: the handler set call->async and
+ *                call->cancel, and will call control_complete(ctx->ctl,
+ *                call->id, ...) exactly once from the loop, unless cancel()
+ *                ran first (the client went away, or the daemon stops).
+ * Async completions are keyed by the request id, never by a connection
+ * pointer: a request whose connection is gone is simply not found.
+ */
+#ifndef POSTERN_CONTROL_CONTROL_INT_H
+#define POSTERN_CONTROL_CONTROL_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/hmap.h"
+#include "queue/queue.h"
+
+struct control;
+struct config;
+
+/* Cumulative counters of `status`, one field per row (see ctl_totals_fields). */
+struct ctl_totals {
+    uint64_t messages_received;
+    uint64_t recipients_received;
+    uint64_t rejected_recipients;
+    uint64_t soft_bounced;
+    uint64_t completed;
+    uint64_t hard_bounced;
+    uint64_t hard_dns;
+    uint64_t hard_5xx;
+    uint64_t hard_filter;
+    uint64_t hard_expired;
+    uint64_t hard_other;
+    uint64_t delivered;
+    uint64_t deleted;
+};
+
+/* What resetcounters remembers: the totals then and every destination's
+ * counters then (domain -> struct dest_counters *), so that "since reset"
+ * is a subtraction and the live counters are never touched. */
+struct ctl_snapshot {
+    int64_t at_ms; /* 0: never reset */
+    struct ctl_totals totals;
+    struct hmap dests;
+};
+
+struct ctl_ctx {
+    struct control *ctl;
+    struct scheduler *sched;
+    struct smtp_server *smtp;
+    struct resolver *resolver;
+    struct spool *spool;
+    const struct config *cfg; /* the scheduler's, refreshed before each command */
+    int64_t start_ms;         /* daemon start (control_new) */
+    struct ctl_snapshot snap;
+};
+
+struct ctl_call {
+    uint64_t id;        /* request id, for control_complete */
+    const json_t *args; /* an object, never NULL */
+    json_t *result;     /* CTL_DONE */
+    char err[512];      /* CTL_ERROR */
+    void *async;        /* CTL_PENDING: the handler's state ... */
+    void (*cancel)(void *async); /* ... and how to drop it without answering */
+};
+
+enum ctl_status { CTL_DONE, CTL_ERROR, CTL_PENDING };
+
+typedef enum ctl_status (*ctl_handler_fn)(struct ctl_ctx *ctx, struct ctl_call *call);
+
+/* Answer a CTL_PENDING request: result (ownership passes) or err. */
+void control_complete(struct control *ctl, uint64_t id, json_t *result, const char *err);
+
+/* ---- helpers shared by the command modules ---- */
+
+int64_t ctl_now_ms(void);
+/* Unix seconds of a millisecond time, or JSON null for 0 (never). */
+json_t *ctl_json_time(int64_t ms);
+/* A string argument, or NULL when absent; false (err set) if not a string. */
+bool ctl_arg_string(struct ctl_call *call, const char *key, const char **out);
+/* An integer argument in [min, max], def when absent; false (err set) otherwise. */
+bool ctl_arg_int(struct ctl_call *call, const char *key, json_int_t min, json_int_t max,
+                 json_int_t def, json_int_t *out);
+enum ctl_status ctl_error(struct ctl_call *call, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A destination's counters since the last resetcounters. */
+void ctl_dest_counters(const struct ctl_ctx *ctx, const struct dest *d, struct dest_counters *out);
+uint64_t ctl_dest_hard(const struct dest_counters *c);
+uint32_t ctl_dest_active(const struct dest *d);
+void ctl_snapshot_free(struct ctl_snapshot *snap);
+
+/* ---- handlers (one per command; see control.c's table) ---- */
+
+enum ctl_status ctl_cmd_status(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_resetcounters(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_workqueue(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_tophosts(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_hoststatus(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_delivernow(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_nslookup(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_dig(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_tail(struct ctl_ctx *ctx, struct ctl_call *call);
+
+#endif
