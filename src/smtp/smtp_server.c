@@ -1272,6 +1272,10 @@ static void sess_policy_decided(void *arg, const struct policy_facts *f)
     s->max_rcpts =
         (uint32_t)min_u64(s->cfg->limits.max_recipients, s->pol.max_recipients_per_message);
     sess_policy_log(s, f, &dec);
+    /* the reject text may name the host too; expand it once, here, where
+     * the facts are (RCPT uses it later, for delayed rejection) */
+    policy_expand_banner(dec.params.reject_text, f, s->group[0] ? s->group : NULL,
+                         s->pol.reject_text, sizeof(s->pol.reject_text));
     if (s->pol.access == ACCESS_TCPREFUSE) {
         s->quit = true;
         s->mode = MODE_CLOSING;
