@@ -47,7 +47,7 @@ def main():
     cpu = gw.cpu() - cpu0
     run.kill_proc(perf, run.signal.SIGINT, 120)
     print(f"profile: {msgs} msgs in {t:.2f} s ({msgs / t:.0f} msg/s accepted), "
-          f"posternd CPU {cpu:.2f} s ({cpu / msgs * 1e6:.0f} us/msg), smtp-source rc {rc}")
+          f"posternd CPU {cpu:.2f} s ({cpu / msgs * 1e6:.0f} us/msg), smtp-source rc {rc} {out[-300:]}")
     # syscall mix of the same load, counted with strace (slows it: counts only)
     strace_out = os.path.join(OUT, "strace-c.txt")
     st = subprocess.Popen(["strace", "-f", "-c", "-o", strace_out, "-p", str(gw.proc.pid)],

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 BUILD_PKGS="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev clang-format
- libevent-dev libc-ares-dev libssl-dev libsqlite3-dev libyaml-dev zlib1g-dev"
+ libevent-dev libc-ares-dev libssl-dev libsqlite3-dev libyaml-dev zlib1g-dev libjansson-dev"
 TEST_PKGS="libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib swaks postfix
  sqlite3 openssl"
 

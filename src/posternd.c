@@ -31,6 +31,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "control/control.h"
 #include "core/config.h"
 #include "core/fsutil.h"
 #include "core/log.h"
@@ -51,6 +52,7 @@ struct daemon {
     struct resolver *resolver;
     struct scheduler *sched;
     struct smtp_server *smtp;
+    struct control *control; /* operator socket (posternctl) */
     struct event *flush_ev;
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *grace_ev;
@@ -254,6 +256,7 @@ static void on_queued(void *ctx, const struct spool_envelope *env, uint64_t size
 
 static void daemon_stop(void)
 {
+    control_free(D.control); /* first: its requests use every module below */
     if (D.smtp)
         smtp_server_abort_all(D.smtp);
     if (D.sched)
@@ -269,9 +272,13 @@ static void daemon_stop(void)
     maillog_set_flush_hook(NULL);
     maillog_close();
     event_free(D.flush_ev);
-    event_free(D.sig_hup);
-    event_free(D.sig_term);
-    event_free(D.sig_int);
+    /* NULL when startup failed before they were made; event_free(NULL) crashes. */
+    if (D.sig_hup)
+        event_free(D.sig_hup);
+    if (D.sig_term)
+        event_free(D.sig_term);
+    if (D.sig_int)
+        event_free(D.sig_int);
     if (D.grace_ev)
         event_free(D.grace_ev);
     config_unref(D.cfg);
@@ -330,6 +337,14 @@ int main(int argc, char **argv)
         daemon_stop();
         return 1;
     }
+    /* Before the privilege drop, like the listeners: creating its directory
+     * may need root; it is handed to the daemon's user. */
+    D.control = control_new(D.base, D.cfg, err, sizeof(err));
+    if (D.control == NULL) {
+        fprintf(stderr, "posternd: control socket: %s\n", err);
+        daemon_stop();
+        return 1;
+    }
     if (drop_privileges(D.cfg) < 0 || daemon_start() < 0) {
         daemon_stop();
         return 1;
@@ -340,6 +355,10 @@ int main(int argc, char **argv)
     /* The sockets were bound before the server existed (and before the
      * privilege drop); no connection is dispatched until the loop runs. */
     listener_set_handler(D.listeners, smtp_server_accept, D.smtp);
+    control_set_modules(D.control, &(struct control_modules){.sched = D.sched,
+                                                             .smtp = D.smtp,
+                                                             .resolver = D.resolver,
+                                                             .spool = D.spool});
     D.sig_hup = evsignal_new(D.base, SIGHUP, on_sighup, NULL);
     D.sig_term = evsignal_new(D.base, SIGTERM, on_sigterm, NULL);
     D.sig_int = evsignal_new(D.base, SIGINT, on_sigterm, NULL);

@@ -65,11 +65,11 @@ struct ctl_ctx {
 };
 
 struct ctl_call {
-    uint64_t id;        /* request id, for control_complete */
-    const json_t *args; /* an object, never NULL */
-    json_t *result;     /* CTL_DONE */
-    char err[512];      /* CTL_ERROR */
-    void *async;        /* CTL_PENDING: the handler's state ... */
+    uint64_t id;                 /* request id, for control_complete */
+    const json_t *args;          /* an object, never NULL */
+    json_t *result;              /* CTL_DONE */
+    char err[512];               /* CTL_ERROR */
+    void *async;                 /* CTL_PENDING: the handler's state ... */
     void (*cancel)(void *async); /* ... and how to drop it without answering */
 };
 

@@ -1753,6 +1753,8 @@ static const struct cfg_param paths_params[] = {
     P_STRING(struct config, "spool", spool_dir, "./var/spool", NULL, false,
              "queue.db and large bodies"),
     P_STRING(struct config, "logs", log_dir, "./var/log", NULL, false, "mail_logs"),
+    P_STRING(struct config, "control", control_path, "./var/run/postern.sock", NULL, false,
+             "operator control socket (posternctl)"),
 };
 static const struct cfg_section paths_section = SECTION("paths", paths_params);
 

@@ -21,6 +21,8 @@
  *   paths:
  *     spool: ./var/spool            [./var/spool] queue.db and large bodies
  *     logs: ./var/log               [./var/log]   mail_logs
+ *     control: ./var/run/postern.sock  [./var/run/postern.sock] operator control
+ *                                   socket (posternctl); a change needs a restart
  *   relay_domains: [example.com, .example.org]   [empty] ".x" = any subdomain of x
  *   listeners:                      [one: InboundMail, public, 127.0.0.1:2525]
  *     - name: InboundMail           (required, unique)
@@ -273,6 +275,7 @@ struct config {
     char *user;
     char *spool_dir;
     char *log_dir;
+    char *control_path; /* paths.control: the control socket */
     char **relay_domains; /* lower-cased; a leading '.' means "any subdomain" */
     size_t nrelay_domains;
     struct cfg_listener *listeners;

@@ -90,7 +90,8 @@ enum sess_limit_logged {
     LOGGED_MSGS = 1,
     LOGGED_RCPTS = 2,
     LOGGED_RATE = 4,
-    LOGGED_SIZE = 8
+    LOGGED_SIZE = 8,
+    LOGGED_CONNS = 16
 };
 
 /* The current mail transaction (RFC 5321 3.3), reset by RSET/HELO/EHLO/
@@ -369,6 +370,9 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
     for (size_t i = 0; i < nparams; i++) {
         const char *refusal = mail_param(s, &params[i]);
         if (refusal) {
+            if (strncmp(refusal, "552", 3) == 0)
+                sess_limit_log(s, LOGGED_SIZE, "message size limit of %llu bytes exceeded",
+                               (unsigned long long)s->max_size);
             s->tx.smtputf8 = s->tx.body_8bit = false;
             sess_reply(s, "%s", refusal);
             return;
@@ -931,6 +935,9 @@ static void tx_end_content(struct session *s)
     s->mode = MODE_CMD;
     sess_timeouts(s, s->cfg->timeouts.command);
     if (refusal) {
+        if (tx->too_big && !(tx->data.flags) && !tx->write_err)
+            sess_limit_log(s, LOGGED_SIZE, "message size limit of %llu bytes exceeded",
+                           (unsigned long long)s->max_size);
         snprintf(reason, sizeof(reason), ": %.3s %.5s %s", refusal, refusal + 4,
                  tx->write_err
                      ? strerror(-tx->write_err)
@@ -1285,7 +1292,7 @@ static void sess_policy_decided(void *arg, const struct policy_facts *f)
     s->mode = MODE_CMD;
     s->counted_ip = true;
     if (clients_session_add(s->srv->clients, s->ip) > s->pol.max_concurrent_connections) {
-        sess_limit_log(s, LOGGED_MSGS, "Connection limit exceeded: %u concurrent connections",
+        sess_limit_log(s, LOGGED_CONNS, "Connection limit exceeded: %u concurrent connections",
                        s->pol.max_concurrent_connections);
         sess_reply(s, "421 4.7.0 %s Too many concurrent connections from your address",
                    sess_host(s));
