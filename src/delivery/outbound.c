@@ -734,13 +734,9 @@ struct outbound *outbound_new(struct scheduler *s)
 
 void outbound_abort_all(struct outbound *ob)
 {
-    while (ob->conns) {
-        struct conn *c = ob->conns;
-        struct dest *d = c->d;
-        /* conn_free kicks the destination; stopping schedulers start nothing */
-        conn_free(c);
-        (void)d;
-    }
+    /* conn_free kicks the destination; a stopping scheduler starts nothing */
+    while (ob->conns)
+        conn_free(ob->conns);
 }
 
 void outbound_free(struct outbound *ob)

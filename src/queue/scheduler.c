@@ -228,9 +228,10 @@ static struct q_msg *msg_new(const struct spool_envelope *env, uint64_t size)
     return m;
 }
 
-/* Create one recipient and queue it (ready now or waiting until next_ms). */
-static void rcpt_add(struct scheduler *s, struct q_msg *m, uint32_t rid, const char *addr,
-                     const char *orcpt, unsigned notify, uint32_t attempts, int64_t next_ms)
+/* Create one recipient and queue it (ready now or waiting until next_ms);
+ * returns its destination. */
+static struct dest *rcpt_add(struct scheduler *s, struct q_msg *m, uint32_t rid, const char *addr,
+                             const char *orcpt, unsigned notify, uint32_t attempts, int64_t next_ms)
 {
     char *rewritten;
     const char *domain = rcpt_domain(s, addr, &rewritten);
@@ -255,22 +256,21 @@ static void rcpt_add(struct scheduler *s, struct q_msg *m, uint32_t rid, const c
     } else {
         rcpt_make_ready(s, r);
     }
+    return r->dest;
 }
 
 void scheduler_add(struct scheduler *s, const struct spool_envelope *env, uint64_t size,
                    char *const *rcpts, size_t nrcpts)
 {
     struct q_msg *m = msg_new(env, size);
+    struct dest **ds = xcalloc(nrcpts ? nrcpts : 1, sizeof(*ds));
     for (size_t i = 0; i < nrcpts; i++)
-        rcpt_add(s, m, (uint32_t)i, rcpts[i], NULL, 0, 0, 0);
-    for (size_t i = 0; i < nrcpts; i++) {
-        /* kick each distinct destination once it has its recipients */
-        char *rw;
-        struct dest *d = scheduler_dest(s, rcpt_domain(s, rcpts[i], &rw));
-        free(rw);
-        if (d)
-            scheduler_kick(s, d);
-    }
+        ds[i] = rcpt_add(s, m, (uint32_t)i, rcpts[i], NULL, 0, 0, 0);
+    /* kick after all recipients are queued, so one connection takes them
+     * all (one transaction per message and destination) */
+    for (size_t i = 0; i < nrcpts; i++)
+        scheduler_kick(s, ds[i]);
+    free(ds);
     timer_arm(s);
 }
 
@@ -616,7 +616,7 @@ static void flush_message(struct scheduler *s, struct q_msg *m, struct finished 
 static void on_flush(evutil_socket_t fd_, short what, void *arg)
 {
     struct scheduler *s = arg;
-    struct finished *list = s->finished, *f;
+    struct finished *list = s->finished;
     struct flush_done *fd = xcalloc(1, sizeof(*fd));
     fd->s = s;
     s->finished = NULL;
@@ -647,7 +647,6 @@ static void on_flush(evutil_socket_t fd_, short what, void *arg)
             free(m);
         }
     }
-    (void)f;
     struct spool_txn *txn = s->txn;
     s->txn = NULL;
     spool_txn_commit(txn, on_flush_committed, fd);
