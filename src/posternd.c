@@ -355,10 +355,9 @@ int main(int argc, char **argv)
     /* The sockets were bound before the server existed (and before the
      * privilege drop); no connection is dispatched until the loop runs. */
     listener_set_handler(D.listeners, smtp_server_accept, D.smtp);
-    control_set_modules(D.control, &(struct control_modules){.sched = D.sched,
-                                                             .smtp = D.smtp,
-                                                             .resolver = D.resolver,
-                                                             .spool = D.spool});
+    struct control_modules mods = {
+        .sched = D.sched, .smtp = D.smtp, .resolver = D.resolver, .spool = D.spool};
+    control_set_modules(D.control, &mods);
     D.sig_hup = evsignal_new(D.base, SIGHUP, on_sighup, NULL);
     D.sig_term = evsignal_new(D.base, SIGTERM, on_sigterm, NULL);
     D.sig_int = evsignal_new(D.base, SIGINT, on_sigterm, NULL);

@@ -384,15 +384,21 @@ static void ctl_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct
     struct control *ctl = arg;
     struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     socklen_t clen = sizeof(cred);
-    struct ctl_conn *c = xcalloc(1, sizeof(*c));
     struct timeval idle = {CTL_IDLE_TIMEOUT_S, 0};
+    struct bufferevent *bev;
     evutil_make_socket_nonblocking(fd);
+    /* On failure cred stays uid -1: refused below. */
     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+    if ((bev = bufferevent_socket_new(ctl->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    struct ctl_conn *c = xcalloc(1, sizeof(*c));
     c->ctl = ctl;
     c->uid = cred.uid;
     c->gid = cred.gid;
     c->pid = cred.pid;
-    c->bev = bufferevent_socket_new(ctl->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = bev;
     c->next = ctl->conns;
     if (ctl->conns)
         ctl->conns->prev = c;

@@ -508,6 +508,12 @@ static bool port_ok(const char *s)
 
 /* A DNS server: "ip", "ip:port" (IPv4) or "[ipv6]:port"; a bare IPv6
  * literal is an "ip" too. */
+/* An executable's path: absolute, since it is run without a shell or PATH. */
+static const char *check_abs_path(char *s)
+{
+    return s[0] == '/' ? NULL : "must be an absolute path";
+}
+
 static const char *check_resolver_server(char *s)
 {
     unsigned char addr[sizeof(struct in6_addr)];
@@ -1778,6 +1784,20 @@ static const struct cfg_param limits_params[] = {
           "concurrent, per listener"),
     P_NUM(PT_UINT, struct config, "max_errors", limits.max_errors, "10", 1, 1000,
           "protocol errors before disconnect"),
+    /* Why 1000 by default: 8 kbit/s, below any real link, so only a client
+     * that trickles on purpose (holding a slot for free) is cut off; up to
+     * 1G/s because anything above is no "minimum". */
+    P_NUM(PT_UINT, struct config, "min_data_rate", limits.min_data_rate, "1000", 0, 1000000000,
+          "bytes/s during DATA/BDAT; 0 = none"),
+    /* Why 1s..1h: shorter windows measure TCP burstiness, not the client;
+     * longer ones let a trickler hold a slot for too long. */
+    P_NUM(PT_DURATION, struct config, "min_data_rate_window", limits.min_data_rate_window, "10s",
+          MS_PER_S, MS_PER_H, "the rate is measured over this window"),
+    P_NUM(PT_DURATION, struct config, "min_data_rate_grace", limits.min_data_rate_grace, "30s",
+          MS_PER_S, MS_PER_H, "no check in a transfer's first seconds (slow start)"),
+    /* Why up to 1000000: a counter bound; 0 keeps the old behaviour. */
+    P_NUM(PT_UINT, struct config, "max_connection_rate", limits.max_connection_rate, "0", 0,
+          1000000, "connections per minute per IP; 0 = unlimited"),
 };
 static const struct cfg_section limits_section = SECTION("limits", limits_params);
 
@@ -1790,6 +1810,10 @@ static const struct cfg_param timeouts_params[] = {
           "between data blocks in DATA/BDAT"),
     P_NUM(PT_DURATION, struct config, "tls_handshake", timeouts.tls_handshake, "1m", MS_PER_S,
           10 * MS_PER_M, "STARTTLS handshake"),
+    /* Why 1s..1d: the deadline bounds how long one client can hold a slot
+     * whatever it does; a day is far beyond any honest session. */
+    P_NUM(PT_DURATION, struct config, "session", timeouts.session, "30m", MS_PER_S, MS_PER_D,
+          "deadline for a whole session"),
 };
 static const struct cfg_section timeouts_section = SECTION("timeouts", timeouts_params);
 
@@ -1802,6 +1826,34 @@ static const struct cfg_param spool_params[] = {
           1024 * 1024 * GIB, "below this MAIL gets 452 4.3.1"),
 };
 static const struct cfg_section spool_section = SECTION("spool", spool_params);
+
+/* Why percentages 1..100 (backlog too, though its pressure can pass 100):
+ * a threshold of 0 would tarpit an idle gateway. */
+#define P_PCT(k, f, d, h) P_NUM(PT_UINT, struct config, k, rescon.f, d, 1, 100, h)
+
+static const struct cfg_param rescon_params[] = {
+    /* Why up to 1T: no practical bound without overflow risk; 0 = RAM. */
+    P_NUM(PT_SIZE, struct config, "memory_limit", rescon.memory_limit, "0", 0, 1024 * GIB,
+          "RSS that counts as 100%; 0 = physical memory"),
+    P_NUM(PT_UINT, struct config, "backlog_limit", rescon.backlog_limit, "100000", 1, 100000000,
+          "spooled messages that count as 100%"),
+    P_PCT("memory_start", memory_start, "75", "tarpit from here"),
+    P_PCT("memory_halt", memory_halt, "90", "refuse mail from here"),
+    P_PCT("disk_start", disk_start, "75", "spool filesystem used"),
+    P_PCT("disk_halt", disk_halt, "90", NULL),
+    P_PCT("backlog_start", backlog_start, "50", NULL),
+    P_PCT("backlog_halt", backlog_halt, "90", NULL),
+    P_PCT("backlog_suspend", backlog_suspend, "95", "listeners stop accepting"),
+    P_PCT("backlog_resume", backlog_resume, "80", "listeners accept again"),
+    /* Why at most 50: a wider band could keep a state at any pressure. */
+    P_NUM(PT_UINT, struct config, "hysteresis", rescon.hysteresis, "5", 0, 50,
+          "points below a threshold before leaving its state"),
+    P_STRING(struct config, "alert_command", rescon.alert_command, NULL, check_abs_path, false,
+             "run with execve (no shell) on every change"),
+    P_STRING(struct config, "test_pressure_file", rescon.test_pressure_file, NULL, NULL, false,
+             "testing aid: \"memory=N disk=N backlog=N\" read each second"),
+};
+static const struct cfg_section rescon_section = SECTION("resource_conservation", rescon_params);
 
 static const struct cfg_param resolver_params[] = {
     P_LIST(struct config, "servers", resolver.servers, resolver.nservers, check_resolver_server,
@@ -2037,6 +2089,7 @@ static const struct cfg_param root_params[] = {
     P_SECTION("limits", limits_section, NULL),
     P_SECTION("timeouts", timeouts_section, "milliseconds precision"),
     P_SECTION("spool", spool_section, NULL),
+    P_SECTION("resource_conservation", rescon_section, NULL),
     P_SECTION("resolver", resolver_section, NULL),
     {P_LIST_OF(struct config, "sender_groups", sender_groups, nsender_groups,
                struct cfg_sender_group, sender_group_section, "sender group", 0, SENDER_GROUPS_MAX),
@@ -2231,6 +2284,48 @@ static bool refs_check(struct load_ctx *ctx)
     return true;
 }
 
+/* The value node of key in the mapping node map, or NULL. */
+static yaml_node_t *mapping_get(struct load_ctx *ctx, yaml_node_t *map, const char *key)
+{
+    if (map == NULL || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+         pair++) {
+        yaml_node_t *k = yaml_document_get_node(ctx->doc, pair->key);
+        if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+            return yaml_document_get_node(ctx->doc, pair->value);
+    }
+    return NULL;
+}
+
+/* resource_conservation: each start below its halt, resume below suspend
+ * (otherwise a state could never be entered, or never left). Reported at
+ * the upper key when it was given, else at the section. */
+static bool rescon_check(struct load_ctx *ctx, yaml_node_t *root)
+{
+    const struct cfg_rescon *r = &ctx->cfg->rescon;
+    const struct {
+        uint32_t lo, hi;
+        const char *lo_key, *hi_key;
+    } pairs[] = {
+        {r->memory_start, r->memory_halt, "memory_start", "memory_halt"},
+        {r->disk_start, r->disk_halt, "disk_start", "disk_halt"},
+        {r->backlog_start, r->backlog_halt, "backlog_start", "backlog_halt"},
+        {r->backlog_resume, r->backlog_suspend, "backlog_resume", "backlog_suspend"},
+    };
+    yaml_node_t *sec = mapping_get(ctx, root, "resource_conservation");
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        if (pairs[i].lo < pairs[i].hi)
+            continue;
+        yaml_node_t *at = mapping_get(ctx, sec, pairs[i].hi_key);
+        if (at == NULL)
+            at = mapping_get(ctx, sec, pairs[i].lo_key);
+        return load_error(ctx, at ? at : sec, "'%s' (%u) must be above '%s' (%u)", pairs[i].hi_key,
+                          pairs[i].hi, pairs[i].lo_key, pairs[i].lo);
+    }
+    return true;
+}
+
 /* Everything after the tree is built: walk it, then fill derived defaults. */
 static bool config_build(struct load_ctx *ctx, yaml_node_t *root)
 {
@@ -2266,7 +2361,7 @@ static bool config_build(struct load_ctx *ctx, yaml_node_t *root)
         for (; l->nhat < n; l->nhat++)
             l->hat[l->nhat] = xstrdup(hat[l->nhat]);
     }
-    return refs_check(ctx);
+    return rescon_check(ctx, root) && refs_check(ctx);
 }
 
 /* Parse the first YAML document of buf and refuse a second one: a stray

@@ -40,13 +40,32 @@
  *     max_text_line: 1000           [1000] octets incl. CRLF (RFC 5321 4.5.3.1.6)
  *     max_connections: 1000         [1000] concurrent, per listener
  *     max_errors: 10                [10] protocol errors before disconnect
+ *     min_data_rate: 1000           [1000] bytes/s during DATA/BDAT; 0 = none
+ *     min_data_rate_window: 10s     [10s] the rate is measured over this window
+ *     min_data_rate_grace: 30s      [30s] no check in a transfer's first seconds
+ *     max_connection_rate: 0        [0] connections per minute per IP; 0 = unlimited
  *   timeouts:
  *     command: 5m                   [5m] waiting for a command (RFC 5321 4.5.3.2.7)
  *     data: 5m                      [5m] between data blocks in DATA/BDAT
  *     tls_handshake: 1m             [1m]
+ *     session: 30m                  [30m] deadline for a whole session
  *   spool:
  *     memory_threshold: 256K        [256K] bodies above this stream to files
  *     min_free_space: 100M          [100M] below this MAIL gets 452 4.3.1
+ *   resource_conservation:          (docs/protection.md)
+ *     memory_limit: 2G              [0] RSS that counts as 100%; 0 = physical memory
+ *     backlog_limit: 100000         [100000] spooled messages that count as 100%
+ *     memory_start: 75              [75] percent: tarpit from here
+ *     memory_halt: 90               [90] percent: refuse mail from here
+ *     disk_start: 75                [75] spool filesystem used, percent
+ *     disk_halt: 90                 [90]
+ *     backlog_start: 50             [50]
+ *     backlog_halt: 90              [90]
+ *     backlog_suspend: 95           [95] listeners stop accepting from here
+ *     backlog_resume: 80            [80] and accept again below here
+ *     hysteresis: 5                 [5] points below a threshold before leaving
+ *     alert_command: /path          [none] run (no shell) on every change
+ *     test_pressure_file: /path     [none] testing aid: pressures read from it
  *   resolver:
  *     servers: [127.0.0.1:53]       [from /etc/resolv.conf] "ip" or "ip:port"
  *     timeout: 2s                   [2s] per query
@@ -153,17 +172,35 @@ struct cfg_limits {
     uint32_t max_text_line;
     uint32_t max_connections;
     uint32_t max_errors;
+    uint32_t min_data_rate;        /* bytes/s during DATA/BDAT; 0 = no minimum */
+    uint64_t min_data_rate_window; /* ms: the rate is measured over this */
+    uint64_t min_data_rate_grace;  /* ms: not checked before this much of a transfer */
+    uint32_t max_connection_rate;  /* per minute per client IP; 0 = unlimited */
 };
 
 struct cfg_timeouts { /* milliseconds */
     uint64_t command;
     uint64_t data;
     uint64_t tls_handshake;
+    uint64_t session; /* whole-session deadline */
 };
 
 struct cfg_spool {
     uint64_t memory_threshold;
     uint64_t min_free_space;
+};
+
+/* resource_conservation (policy/rescon.h): thresholds are percentages. */
+struct cfg_rescon {
+    uint64_t memory_limit;  /* bytes of RSS that are 100%; 0 = physical memory */
+    uint32_t backlog_limit; /* spooled messages that are 100% */
+    uint32_t memory_start, memory_halt;
+    uint32_t disk_start, disk_halt;
+    uint32_t backlog_start, backlog_halt;
+    uint32_t backlog_suspend, backlog_resume;
+    uint32_t hysteresis;      /* points below a threshold before leaving its state */
+    char *alert_command;      /* NULL = none; run with execve, never a shell */
+    char *test_pressure_file; /* NULL = measure; testing aid */
 };
 
 struct cfg_resolver {
@@ -275,7 +312,7 @@ struct config {
     char *user;
     char *spool_dir;
     char *log_dir;
-    char *control_path; /* paths.control: the control socket */
+    char *control_path;   /* paths.control: the control socket */
     char **relay_domains; /* lower-cased; a leading '.' means "any subdomain" */
     size_t nrelay_domains;
     struct cfg_listener *listeners;
@@ -283,6 +320,7 @@ struct config {
     struct cfg_limits limits;
     struct cfg_timeouts timeouts;
     struct cfg_spool spool;
+    struct cfg_rescon rescon; /* resource_conservation */
     struct cfg_resolver resolver;
     struct cfg_route *routes; /* in file order */
     size_t nroutes;
