@@ -15,7 +15,9 @@ struct client {
     uint32_t sessions;
     int64_t minute[MINUTES]; /* which minute (now_s / 60) bucket i holds */
     uint32_t count[MINUTES];
-    int64_t last_minute;     /* newest minute with a recipient */
+    int64_t last_minute; /* newest minute with a recipient */
+    int64_t conn_minute; /* the minute conn_count counts */
+    uint32_t conn_count;
 };
 
 struct clients {
@@ -89,6 +91,21 @@ void clients_rcpt_add(struct clients *c, const char *ip, int64_t now_s)
     e->last_minute = now_m;
 }
 
+uint32_t clients_conn_add(struct clients *c, const char *ip, int64_t now_s)
+{
+    struct client *e = client_get(c, ip, 1);
+    int64_t now_m = now_s / 60;
+    /* A fixed one-minute window: one counter per IP, and a client over the
+     * limit is let in again at the next minute. */
+    if (e->conn_minute != now_m) {
+        e->conn_minute = now_m;
+        e->conn_count = 0;
+    }
+    if (e->conn_count < UINT32_MAX)
+        e->conn_count++;
+    return e->conn_count;
+}
+
 size_t clients_expire(struct clients *c, int64_t now_s)
 {
     size_t it = 0;
@@ -100,7 +117,7 @@ size_t clients_expire(struct clients *c, int64_t now_s)
     size_t n = 0, cap = 0;
     while (hmap_next(&c->map, &it, &key, &v)) {
         struct client *e = v;
-        if (e->sessions == 0 && now_m - e->last_minute >= MINUTES) {
+        if (e->sessions == 0 && now_m - e->last_minute >= MINUTES && e->conn_minute != now_m) {
             xgrow((void **)&drop, &cap, n + 1, sizeof(*drop));
             drop[n++] = xstrdup(key);
         }

@@ -738,7 +738,6 @@ struct bench {
     int started, done, total, errors;
 };
 
-
 /* ---- delivery side: load, body read, result transactions ---------------- */
 
 struct loaded {
@@ -831,8 +830,8 @@ static void test_txn_results(void **state)
     assert_int_equal(spool_stats_batches(f->sp), before + 1);
 
     assert_int_equal(peek_int(f->peek, "SELECT count(*) FROM rcpt WHERE mid = ?1", 1), 1);
-    assert_int_equal(
-        peek_int(f->peek, "SELECT attempts FROM rcpt WHERE mid = ?1 AND rid = 1", 1), 3);
+    assert_int_equal(peek_int(f->peek, "SELECT attempts FROM rcpt WHERE mid = ?1 AND rid = 1", 1),
+                     3);
     assert_int_equal(
         peek_int(f->peek, "SELECT next_attempt FROM rcpt WHERE mid = ?1 AND rid = 1", 1),
         1800000000000);
@@ -842,7 +841,7 @@ static void test_txn_results(void **state)
     /* the finished message's body file is gone, after the commit */
     assert_false(path_exists(f, "bodies/2"));
     spool_counts(f->sp, &msgs, &rcpts);
-    assert_int_equal(msgs, 2); /* 1 and the DSN */
+    assert_int_equal(msgs, 2);  /* 1 and the DSN */
     assert_int_equal(rcpts, 3); /* 1's deferred one and the DSN's two */
 
     /* the deferral survives a reopen */
@@ -951,7 +950,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_runs_callbacks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_load_and_body, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_txn_results, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_txn_queued_before_close_commits, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_txn_queued_before_close_commits, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_throughput, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
