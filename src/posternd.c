@@ -36,6 +36,7 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "dns/resolver.h"
+#include "policy/rescon.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "smtp/listener.h"
@@ -52,6 +53,7 @@ struct daemon {
     struct resolver *resolver;
     struct scheduler *sched;
     struct smtp_server *smtp;
+    struct rescon *rescon;   /* resource conservation (self-protection) */
     struct control *control; /* operator socket (posternctl) */
     struct event *flush_ev;
     struct event *sig_hup, *sig_term, *sig_int;
@@ -189,6 +191,7 @@ static void on_sighup(evutil_socket_t fd, short what, void *arg)
         maillog(LOG_WARNING, "Resolver keeps its old servers: %s", msg);
     smtp_server_set_config(D.smtp, cfg);
     scheduler_set_config(D.sched, cfg);
+    rescon_start(D.rescon, D.spool, cfg);
     config_unref(D.cfg);
     D.cfg = cfg;
     maillog(LOG_INFO, "Configuration reloaded from %s", cfg->file);
@@ -254,6 +257,17 @@ static void on_queued(void *ctx, const struct spool_envelope *env, uint64_t size
     scheduler_add(ctx, env, size, rcpts, nrcpts);
 }
 
+/* Resource conservation: sampled once a second from now on; the SMTP
+ * server tarpits, refuses and suspends its listeners by it. */
+static void start_rescon(void)
+{
+    struct rescon_params rp;
+    rescon_params_from_config(D.cfg, &rp);
+    D.rescon = rescon_new(D.base, &rp);
+    smtp_server_set_rescon(D.smtp, D.rescon);
+    rescon_start(D.rescon, D.spool, D.cfg);
+}
+
 static void daemon_stop(void)
 {
     control_free(D.control); /* first: its requests use every module below */
@@ -267,6 +281,7 @@ static void daemon_stop(void)
     if (D.resolver)
         resolver_free(D.resolver);
     smtp_server_free(D.smtp);
+    rescon_free(D.rescon); /* after the server: it is the server's handler */
     listener_set_free(D.listeners);
     maillog(LOG_INFO, "posternd stopped");
     maillog_set_flush_hook(NULL);
@@ -352,6 +367,7 @@ int main(int argc, char **argv)
     maillog_set_flush_hook(flush_hook);
     D.smtp = smtp_server_new(D.base, D.spool, D.resolver, D.cfg);
     smtp_server_set_queue(D.smtp, on_queued, D.sched);
+    start_rescon();
     /* The sockets were bound before the server existed (and before the
      * privilege drop); no connection is dispatched until the loop runs. */
     listener_set_handler(D.listeners, smtp_server_accept, D.smtp);

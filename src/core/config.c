@@ -607,13 +607,21 @@ static const char *check_reply_text(char *s)
     return strlen(s) > REPLY_TEXT_MAX ? "longer than 199 characters" : NULL;
 }
 
-/* The hostname a policy shows in its banner: one word, or "" for the
- * listener's hostname. */
-static const char *check_banner_hostname(char *s)
+/* A host name shown in banners, EHLO and Received headers: one word of at
+ * most 253 octets (RFC 1035 2.3.4), so every line built from it has a
+ * known bound. */
+static const char *check_hostname(char *s)
 {
     if (strlen(s) > 253)
         return "longer than 253 characters";
     return check_word(s);
+}
+
+/* The hostname a policy shows in its banner: one word, or "" for the
+ * listener's hostname. */
+static const char *check_banner_hostname(char *s)
+{
+    return check_hostname(s);
 }
 
 /* ---- numeric conversions (type_ops.conv / type_ops.fmt) ----------------- */
@@ -1635,7 +1643,7 @@ static const struct cfg_param listener_params[] = {
              "IPv4 or IPv6 literal"),
     /* Port 0 would mean "any free port": useless for a mail server. */
     P_NUM(PT_UINT, struct cfg_listener, "port", port, "2525", 1, 65535, "TCP port"),
-    P_STRING(struct cfg_listener, "hostname", hostname, NULL, check_word, false,
+    P_STRING(struct cfg_listener, "hostname", hostname, NULL, check_hostname, false,
              "name in banner and EHLO reply"),
     {.key = "tls",
      .type = PT_SECTION,
@@ -1736,7 +1744,7 @@ static const struct cfg_section bounce_profile_section =
     SECTION("bounce_profiles", bounce_profile_params);
 
 static const struct cfg_param delivery_params[] = {
-    P_STRING(struct config, "helo_name", delivery.helo_name, NULL, check_word, false,
+    P_STRING(struct config, "helo_name", delivery.helo_name, NULL, check_hostname, false,
              "our name in EHLO; default hostname"),
     /* Why these bounds: RFC 5321 4.5.3.2 gives the client minimums (5m for
      * commands, 3m per data block, 10m after the final dot); below a second
@@ -1827,9 +1835,10 @@ static const struct cfg_param spool_params[] = {
 };
 static const struct cfg_section spool_section = SECTION("spool", spool_params);
 
-/* Why percentages 1..100 (backlog too, though its pressure can pass 100):
- * a threshold of 0 would tarpit an idle gateway. */
-#define P_PCT(k, f, d, h) P_NUM(PT_UINT, struct config, k, rescon.f, d, 1, 100, h)
+/* Why percentages up to 100 (backlog too, though its pressure can pass
+ * 100): a start/halt pair of 0/0 turns that pressure off; any other 0 would
+ * tarpit an idle gateway, so rescon_check refuses it. */
+#define P_PCT(k, f, d, h) P_NUM(PT_UINT, struct config, k, rescon.f, d, 0, 100, h)
 
 static const struct cfg_param rescon_params[] = {
     /* Why up to 1T: no practical bound without overflow risk; 0 = RAM. */
@@ -1839,12 +1848,17 @@ static const struct cfg_param rescon_params[] = {
           "spooled messages that count as 100%"),
     P_PCT("memory_start", memory_start, "75", "tarpit from here"),
     P_PCT("memory_halt", memory_halt, "90", "refuse mail from here"),
-    P_PCT("disk_start", disk_start, "75", "spool filesystem used"),
-    P_PCT("disk_halt", disk_halt, "90", NULL),
+    /* Why off by default: spool.min_free_space already refuses MAIL (452
+     * 4.3.1) on a nearly full spool, and on a small or shared filesystem a
+     * percentage would halt a gateway that still has room. */
+    P_PCT("disk_start", disk_start, "0", "spool filesystem used; 0/0 = off"),
+    P_PCT("disk_halt", disk_halt, "0", NULL),
     P_PCT("backlog_start", backlog_start, "50", NULL),
     P_PCT("backlog_halt", backlog_halt, "90", NULL),
-    P_PCT("backlog_suspend", backlog_suspend, "95", "listeners stop accepting"),
-    P_PCT("backlog_resume", backlog_resume, "80", "listeners accept again"),
+    P_NUM(PT_UINT, struct config, "backlog_suspend", rescon.backlog_suspend, "95", 1, 100,
+          "listeners stop accepting"),
+    P_NUM(PT_UINT, struct config, "backlog_resume", rescon.backlog_resume, "80", 1, 100,
+          "listeners accept again"),
     /* Why at most 50: a wider band could keep a state at any pressure. */
     P_NUM(PT_UINT, struct config, "hysteresis", rescon.hysteresis, "5", 0, 50,
           "points below a threshold before leaving its state"),
@@ -2076,7 +2090,7 @@ static const struct cfg_param root_params[] = {
      .type = PT_STRING,
      .offset = offsetof(struct config, hostname),
      .def_fn = default_hostname,
-     .check = check_word,
+     .check = check_hostname,
      .help = "default name in banner and EHLO"},
     P_STRING(struct config, "user", user, "postern", check_word, false,
              "user to become after binding; root = stay"),
@@ -2298,25 +2312,34 @@ static yaml_node_t *mapping_get(struct load_ctx *ctx, yaml_node_t *map, const ch
     return NULL;
 }
 
-/* resource_conservation: each start below its halt, resume below suspend
- * (otherwise a state could never be entered, or never left). Reported at
- * the upper key when it was given, else at the section. */
+/* resource_conservation: each start below its halt (or both 0: that
+ * pressure is off), resume below suspend; otherwise a state could never be
+ * entered, or never left. Reported at the upper key when it was given,
+ * else at the lower one, else at the section. */
 static bool rescon_check(struct load_ctx *ctx, yaml_node_t *root)
 {
     const struct cfg_rescon *r = &ctx->cfg->rescon;
     const struct {
         uint32_t lo, hi;
         const char *lo_key, *hi_key;
+        bool may_be_off;
     } pairs[] = {
-        {r->memory_start, r->memory_halt, "memory_start", "memory_halt"},
-        {r->disk_start, r->disk_halt, "disk_start", "disk_halt"},
-        {r->backlog_start, r->backlog_halt, "backlog_start", "backlog_halt"},
-        {r->backlog_resume, r->backlog_suspend, "backlog_resume", "backlog_suspend"},
+        {r->memory_start, r->memory_halt, "memory_start", "memory_halt", true},
+        {r->disk_start, r->disk_halt, "disk_start", "disk_halt", true},
+        {r->backlog_start, r->backlog_halt, "backlog_start", "backlog_halt", true},
+        {r->backlog_resume, r->backlog_suspend, "backlog_resume", "backlog_suspend", false},
     };
     yaml_node_t *sec = mapping_get(ctx, root, "resource_conservation");
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        if (pairs[i].lo < pairs[i].hi)
+        if (pairs[i].may_be_off && pairs[i].lo == 0 && pairs[i].hi == 0)
             continue;
+        if (pairs[i].lo > 0 && pairs[i].lo < pairs[i].hi)
+            continue;
+        if (pairs[i].lo == 0) {
+            yaml_node_t *at = mapping_get(ctx, sec, pairs[i].lo_key);
+            return load_error(ctx, at ? at : sec, "'%s' may be 0 only with '%s' 0 (off)",
+                              pairs[i].lo_key, pairs[i].hi_key);
+        }
         yaml_node_t *at = mapping_get(ctx, sec, pairs[i].hi_key);
         if (at == NULL)
             at = mapping_get(ctx, sec, pairs[i].lo_key);

@@ -57,8 +57,8 @@
  *     backlog_limit: 100000         [100000] spooled messages that count as 100%
  *     memory_start: 75              [75] percent: tarpit from here
  *     memory_halt: 90               [90] percent: refuse mail from here
- *     disk_start: 75                [75] spool filesystem used, percent
- *     disk_halt: 90                 [90]
+ *     disk_start: 75                [0] spool filesystem used, percent; 0/0 = off
+ *     disk_halt: 90                 [0]
  *     backlog_start: 50             [50]
  *     backlog_halt: 90              [90]
  *     backlog_suspend: 95           [95] listeners stop accepting from here
@@ -194,7 +194,7 @@ struct cfg_spool {
 struct cfg_rescon {
     uint64_t memory_limit;  /* bytes of RSS that are 100%; 0 = physical memory */
     uint32_t backlog_limit; /* spooled messages that are 100% */
-    uint32_t memory_start, memory_halt;
+    uint32_t memory_start, memory_halt; /* a start/halt pair of 0/0: off */
     uint32_t disk_start, disk_halt;
     uint32_t backlog_start, backlog_halt;
     uint32_t backlog_suspend, backlog_resume;

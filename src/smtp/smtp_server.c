@@ -35,6 +35,28 @@
  *    stops before the 220 is queued, and the session forgets HELO and any
  *    transaction.
  *
+ * Self-protection (docs/protection.md):
+ *  - Resource conservation (policy/rescon): while tarpitting, every reply
+ *    goes to s->held instead of the output buffer, and a timer moves the
+ *    held replies to the output after the current delay. Replies queued
+ *    while others are held join them, so order is kept and a pipelined
+ *    batch is delayed once; the pre-banner DNS lookups are never delayed,
+ *    only the banner they produce. Halted: a new connection gets 421 4.3.2
+ *    instead of a session, MAIL gets 452 4.3.1. Backlog suspension
+ *    disables the evconnlistener of every listener the server has seen; a
+ *    listener it has not seen yet is disabled at its first accept, and
+ *    that one connection is parked (no banner, nothing read) until resume,
+ *    which to the client looks exactly like the kernel's accept queue.
+ *  - Slow clients: a minimum data rate during DATA/BDAT (checked after
+ *    min_data_rate_grace, then every min_data_rate_window), a deadline
+ *    for the whole session, a per-IP connection rate at accept.
+ *  - Improper pipelining: a command other than EHLO followed by more
+ *    buffered input from a client that has not used EHLO (RFC 2920: only
+ *    an ESMTP client may pipeline) gets 554 5.5.0 and the session ends:
+ *    HELO-only clients and anything sent before EHLO. EHLO+MAIL in one
+ *    write stays legal (common, and harmless: we always offer PIPELINING);
+ *    the HTTP detector is exempt (it answers and closes anyway).
+ *
  * Memory per idle session: this struct (~700 bytes) plus libevent's
  * bufferevent; transaction data (recipient list, header scanner) exists
  * only during a transaction. Input is capped by a read high watermark.
@@ -47,6 +69,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -65,6 +88,7 @@
 #include "policy/clients.h"
 #include "policy/lookup.h"
 #include "policy/policy.h"
+#include "policy/rescon.h"
 #include "queue/spool.h"
 #include "smtp/listener.h"
 #include "smtp/smtp_addr.h"
@@ -93,6 +117,10 @@ enum sess_limit_logged {
     LOGGED_SIZE = 8,
     LOGGED_CONNS = 16
 };
+
+/* The deadline timer retries this often while the session cannot be
+ * interrupted (message with the spool worker, TLS handshake). */
+#define SESS_DEADLINE_RETRY_S 1
 
 /* The current mail transaction (RFC 5321 3.3), reset by RSET/HELO/EHLO/
  * STARTTLS and after each message. */
@@ -144,16 +172,34 @@ struct session {
     struct policy_lookup *lookup; /* pending pre-banner lookups */
     struct policy_params pol;     /* the mail flow policy in force */
     char group[64];               /* matched sender group ("" = None) */
+    char rdns[256];               /* forward-confirmed PTR name, or "" */
     struct timespec t_start;      /* accept time */
     double dns_ms;                /* what the pre-banner lookups took */
     bool commands_seen;
     bool pregreet;
-    bool counted_ip;              /* counted in srv->clients */
-    bool rejected;                /* REJECT banner sent: only QUIT left */
-    unsigned limits_logged;       /* sess_limit_logged */
-    uint64_t max_size;            /* min(listener limit, policy) */
+    bool counted_ip;        /* counted in srv->clients */
+    bool rejected;          /* REJECT banner sent: only QUIT left */
+    unsigned limits_logged; /* sess_limit_logged */
+    uint64_t max_size;      /* min(listener limit, policy) */
     uint32_t max_rcpts;
     struct tx tx;
+    /* self-protection */
+    struct evbuffer *held;     /* replies held back by the tarpit */
+    struct event *tarpit_ev;   /* releases held; pending iff held is non-empty */
+    struct event *deadline_ev; /* timeouts.session */
+    struct event *rate_ev;     /* min_data_rate check; pending during a transfer */
+    uint64_t xfer_bytes;       /* DATA/BDAT octets read in this transfer */
+    uint64_t rate_mark_bytes;  /* xfer_bytes at the start of the window */
+    struct timespec rate_mark; /* start of the window */
+};
+
+/* A connection accepted by a listener we had not disabled yet while
+ * suspended: handed to smtp_server_accept() at resume. */
+struct parked_conn {
+    struct listener *lst; /* referenced */
+    int fd;
+    struct sockaddr_storage sa;
+    int salen;
 };
 
 struct smtp_server {
@@ -170,6 +216,12 @@ struct smtp_server {
     void (*shutdown_done)(void *);
     void *shutdown_arg;
     bool stopping;
+    struct rescon *rescon;  /* NULL: no resource conservation (tests) */
+    bool suspended;         /* backlog suspension in force */
+    struct listener **seen; /* referenced: every listener that accepted */
+    size_t nseen, seen_cap;
+    struct parked_conn *parked; /* at most one per listener */
+    size_t nparked, parked_cap;
 };
 
 typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
@@ -193,13 +245,67 @@ static const char *sess_host(const struct session *s)
 
 /* ---- replies ---------------------------------------------------------- */
 
+static void sess_on_tarpit(evutil_socket_t fd, short what, void *arg);
+
+/* The current tarpit delay in seconds (0: send at once). A stopping server
+ * sends its last words at once: the shutdown grace period is short. */
+static unsigned sess_tarpit_delay(const struct session *s)
+{
+    if (s->srv->rescon == NULL || s->srv->stopping || s->stopping)
+        return 0;
+    return rescon_delay(s->srv->rescon);
+}
+
+static bool sess_holding(const struct session *s)
+{
+    return s->held != NULL && evbuffer_get_length(s->held) > 0;
+}
+
+/* Where the next reply goes: the output buffer, or the held buffer while
+ * tarpitting (and while anything is held, so that order is kept). The
+ * first held reply starts the release timer. */
+static struct evbuffer *sess_out(struct session *s)
+{
+    unsigned delay;
+    if (sess_holding(s))
+        return s->held;
+    if ((delay = sess_tarpit_delay(s)) == 0)
+        return bufferevent_get_output(s->bev);
+    if (s->held == NULL) {
+        s->held = evbuffer_new();
+        s->tarpit_ev = evtimer_new(s->srv->base, sess_on_tarpit, s);
+    }
+    struct timeval tv = {(time_t)delay, 0};
+    evtimer_add(s->tarpit_ev, &tv);
+    return s->held;
+}
+
+/* Send whatever the tarpit holds, now. */
+static void sess_release(struct session *s)
+{
+    if (!sess_holding(s))
+        return;
+    evtimer_del(s->tarpit_ev);
+    if (s->bev != NULL)
+        evbuffer_add_buffer(bufferevent_get_output(s->bev), s->held);
+    else
+        evbuffer_drain(s->held, evbuffer_get_length(s->held));
+}
+
+static void sess_on_tarpit(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    sess_release(s);
+    sess_maybe_free(s);
+}
+
 /* Queue one reply line. Every 5xx to a command counts as a client error
  * (max_errors), since a well-behaved client rarely earns one. */
 static void sess_reply(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void sess_reply(struct session *s, const char *fmt, ...)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = sess_out(s);
     va_list ap;
     va_start(ap, fmt);
     evbuffer_add_vprintf(out, fmt, ap);
@@ -228,9 +334,12 @@ static void sess_close(struct session *s)
 
 /* ---- transaction -------------------------------------------------------- */
 
+static void sess_rate_stop(struct session *s);
+
 static void tx_reset(struct session *s, const char *abort_reason)
 {
     struct tx *tx = &s->tx;
+    sess_rate_stop(s);
     if (tx->mid != 0 && abort_reason != NULL) {
         maillog(LOG_INFO, "Message aborted MID %llu Receiving aborted%s",
                 (unsigned long long)tx->mid, abort_reason);
@@ -270,7 +379,7 @@ static bool helo_arg_ok(const struct smtp_cmd *cmd)
 
 static void sess_ehlo_keywords(struct session *s)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = sess_out(s);
     evbuffer_add_printf(out, "250-%s\r\n", sess_host(s));
     evbuffer_add_printf(out, "250-PIPELINING\r\n");
     evbuffer_add_printf(out, "250-SIZE %llu\r\n", (unsigned long long)s->max_size);
@@ -390,6 +499,13 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
             sess_reply(s, "501 5.1.7 Bad sender address syntax");
         return;
     }
+    if (s->srv->rescon != NULL && rescon_state(s->srv->rescon) == RESCON_HALT) {
+        s->tx.smtputf8 = s->tx.body_8bit = false;
+        maillog(LOG_WARNING, "ICID %llu MAIL refused: resource conservation mode halted",
+                (unsigned long long)s->icid);
+        sess_reply(s, "452 4.3.1 Insufficient system resources");
+        return;
+    }
     if (spool_low_space(s->srv->spool)) {
         s->tx.smtputf8 = s->tx.body_8bit = false;
         maillog(LOG_WARNING, "ICID %llu MAIL refused: spool low on free space",
@@ -499,8 +615,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
     }
     if (s->tx.nrcpts >= s->max_rcpts) {
         /* RFC 5321 4.5.3.1.10: 452 and the client sends the rest later. */
-        sess_limit_log(s, LOGGED_RCPTS, "recipient limit of %u per message exceeded",
-                       s->max_rcpts);
+        sess_limit_log(s, LOGGED_RCPTS, "recipient limit of %u per message exceeded", s->max_rcpts);
         sess_reply(s, "452 4.5.3 Too many recipients");
         return;
     }
@@ -541,30 +656,153 @@ static const char *sess_with(const struct session *s)
     return s->tls_active ? "ESMTPS" : "ESMTP";
 }
 
+/* ---- slow clients ------------------------------------------------------ */
+
+static int64_t ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (int64_t)(b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
+static void sess_rate_arm(struct session *s, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(s->rate_ev, &tv);
+}
+
+static void sess_on_rate(evutil_socket_t fd, short what, void *arg);
+
+/* A message transfer (DATA, or the first BDAT) begins: measure its rate
+ * from now, first after the grace period (TCP slow start, a client's
+ * first burst), then every window. */
+static void sess_rate_start(struct session *s)
+{
+    if (s->cfg->limits.min_data_rate == 0)
+        return;
+    if (s->rate_ev == NULL)
+        s->rate_ev = evtimer_new(s->srv->base, sess_on_rate, s);
+    s->xfer_bytes = s->rate_mark_bytes = 0;
+    clock_gettime(CLOCK_MONOTONIC, &s->rate_mark);
+    sess_rate_arm(s, s->cfg->limits.min_data_rate_grace);
+}
+
+static void sess_rate_stop(struct session *s)
+{
+    if (s->rate_ev != NULL)
+        evtimer_del(s->rate_ev);
+}
+
+/* The transfer was slower than min_data_rate over the last window: the
+ * client holds a session slot while sending (almost) nothing. */
+static void sess_too_slow(struct session *s, uint64_t bytes, int64_t ms)
+{
+    maillog(LOG_INFO,
+            "ICID %llu data transfer too slow: %llu bytes in %lld ms (minimum %u bytes/s), "
+            "disconnecting",
+            (unsigned long long)s->icid, (unsigned long long)bytes, (long long)ms,
+            s->cfg->limits.min_data_rate);
+    tx_reset(s, " (data transfer too slow)");
+    sess_reply(s, "421 4.4.2 %s Error: data transfer too slow", sess_host(s));
+    sess_close(s);
+}
+
+static void sess_on_rate(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ms = ms_between(&s->rate_mark, &now);
+    uint64_t bytes = s->xfer_bytes - s->rate_mark_bytes;
+    /* Between BDAT chunks the client waits for our reply (perhaps held by
+     * the tarpit): that time is not the client's; the command timeout
+     * covers an idle client. */
+    bool measuring = s->mode == MODE_DATA || s->mode == MODE_BDAT;
+    if (measuring && ms > 0 && bytes * 1000 / (uint64_t)ms < s->cfg->limits.min_data_rate) {
+        sess_too_slow(s, bytes, ms);
+        sess_maybe_free(s);
+        return;
+    }
+    s->rate_mark = now;
+    s->rate_mark_bytes = s->xfer_bytes;
+    sess_rate_arm(s, s->cfg->limits.min_data_rate_window);
+}
+
+/* timeouts.session: the whole session took too long. A message with the
+ * spool worker or a TLS handshake finishes first (retried shortly). */
+static void sess_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    if (s->mode == MODE_CLOSING)
+        return;
+    if (s->mode == MODE_COMMIT || s->mode == MODE_TLS) {
+        struct timeval tv = {SESS_DEADLINE_RETRY_S, 0};
+        evtimer_add(s->deadline_ev, &tv);
+        return;
+    }
+    if (s->lookup != NULL) {
+        policy_lookup_cancel(s->lookup);
+        s->lookup = NULL;
+    }
+    maillog(LOG_INFO, "ICID %llu session time limit of %llu s exceeded, disconnecting",
+            (unsigned long long)s->icid, (unsigned long long)(s->cfg->timeouts.session / 1000));
+    tx_reset(s, " (session time limit)");
+    sess_reply(s, "421 4.4.2 %s Error: session time limit exceeded", sess_host(s));
+    sess_close(s);
+    sess_maybe_free(s);
+}
+
+/* Create the spool message and write our Received header (RFC 5321 4.4). */
+/* Append to buf (cap bytes, *used so far), clamping: a long host name,
+ * HELO or recipient truncates the header, never overruns it. */
+static void buf_appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void buf_appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+{
+    va_list ap;
+    if (*used >= cap - 1)
+        return;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf + *used, cap - *used, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return;
+    *used += (size_t)r < cap - *used ? (size_t)r : cap - 1 - *used;
+}
+
 /* Create the spool message and write our Received header (RFC 5321 4.4). */
 static void tx_begin_content(struct session *s, enum smtp_data_mode mode)
 {
     struct tx *tx = &s->tx;
-    char date[64], line[1024];
-    int n;
+    /* worst case: HELO 255 + rDNS 255 + host 255 + TLS 96 + recipient 400
+     * + fixed text: well under 2048 */
+    char date[64], line[2048];
+    size_t n = 0;
+    sess_rate_start(s);
     tx->msg = spool_msg_new(s->srv->spool, tx->mid);
     tx->hdr = xmalloc(sizeof(*tx->hdr));
     smtp_hdr_scan_init(tx->hdr);
     smtp_data_init(&tx->data, mode, s->cfg->limits.max_text_line);
     sess_date(date, sizeof(date));
-    /* RFC 5321 4.1.3: an IPv6 address literal is written [IPv6:...] */
-    n = snprintf(line, sizeof(line), "Received: from %s (unknown [%s%s])\r\n\tby %s (Postern)",
-                 s->helo, s->ipv6 ? "IPv6:" : "", s->ip, sess_host(s));
+    /* RFC 5321 4.1.3: an IPv6 address literal is written [IPv6:...];
+     * the name is the forward-confirmed PTR name, or "unknown" */
+    buf_appendf(line, sizeof(line), &n, "Received: from %s (%s [%s%s])\r\n\tby %s (Postern)",
+                s->helo, s->rdns[0] ? s->rdns : "unknown", s->ipv6 ? "IPv6:" : "", s->ip,
+                sess_host(s));
     if (s->tls_active)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\t(%s)", s->tls_info);
-    n += snprintf(line + n, sizeof(line) - (size_t)n, " with %s id %llu", sess_with(s),
-                  (unsigned long long)tx->mid);
+        buf_appendf(line, sizeof(line), &n, "\r\n\t(%s)", s->tls_info);
+    buf_appendf(line, sizeof(line), &n, " with %s id %llu", sess_with(s),
+                (unsigned long long)tx->mid);
     /* "for" only with one recipient: naming several would disclose Bcc
      * recipients to each other. */
     if (tx->nrcpts == 1 && strlen(tx->rcpts[0]) < 400)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n\tfor <%s>", tx->rcpts[0]);
-    n += snprintf(line + n, sizeof(line) - (size_t)n, "; %s\r\n", date);
-    tx->write_err = spool_msg_write(tx->msg, line, (size_t)n);
+        buf_appendf(line, sizeof(line), &n, "\r\n\tfor <%s>", tx->rcpts[0]);
+    buf_appendf(line, sizeof(line), &n, "; %s\r\n", date);
+    if (n >= sizeof(line) - 1) {
+        /* cannot happen with the limits above; keep the header well formed */
+        n = sizeof(line) - 3;
+        memcpy(line + n, "\r\n", 2);
+        n += 2;
+    }
+    tx->write_err = spool_msg_write(tx->msg, line, n);
 }
 
 static void cmd_data(struct session *s, const struct smtp_cmd *cmd)
@@ -742,6 +980,29 @@ static const struct cmd_entry cmd_table[SMTP_VERB__COUNT] = {
     [SMTP_VERB_HTTP] = {cmd_http, CMD_IN_BDAT},
 };
 
+/* RFC 2920 3.1: a client may send several commands without waiting only
+ * once it has used EHLO (and we advertise PIPELINING to every EHLO). A
+ * client that has not, and already has more input buffered behind this
+ * command, did not wait: a spambot's shortcut (or a HELO-only client out
+ * of step), refused and disconnected. EHLO itself may be followed at once
+ * (many ESMTP clients pipeline EHLO with MAIL), and the HTTP detector
+ * answers and closes anyway. */
+static bool sess_improper_pipelining(struct session *s, const struct smtp_cmd *cmd)
+{
+    char esc[32];
+    if (s->esmtp || cmd->verb == SMTP_VERB_EHLO || cmd->verb == SMTP_VERB_HTTP)
+        return false;
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) == 0)
+        return false;
+    maillog(LOG_INFO, "ICID %llu improper command pipelining after %s from %s, disconnecting",
+            (unsigned long long)s->icid, log_escape(esc, sizeof(esc), cmd->verb_str, cmd->verb_len),
+            s->ip);
+    tx_reset(s, " (improper command pipelining)");
+    sess_reply(s, "554 5.5.0 Error: improper command pipelining");
+    sess_close(s);
+    return true;
+}
+
 static void sess_dispatch(struct session *s, const char *line, size_t len)
 {
     struct smtp_cmd cmd;
@@ -761,6 +1022,8 @@ static void sess_dispatch(struct session *s, const char *line, size_t len)
     }
     const struct cmd_entry *e = &cmd_table[cmd.verb];
     s->commands_seen = true;
+    if (sess_improper_pipelining(s, &cmd))
+        return;
     if (s->rejected && cmd.verb != SMTP_VERB_QUIT) {
         /* RFC 5321 3.1: after a 554 greeting only QUIT is answered with
          * anything but 503 */
@@ -865,6 +1128,7 @@ static bool sess_read_data(struct session *s)
         }
     }
     evbuffer_drain(in, used);
+    s->xfer_bytes += used;
     if (s->tx.data.done)
         tx_end_content(s);
     return s->tx.data.done || used > 0;
@@ -885,6 +1149,7 @@ static bool sess_read_bdat(struct session *s)
             return false;
         evbuffer_remove(in, scratch, n);
         tx->bdat_left -= n;
+        s->xfer_bytes += n;
         if (tx->bdat_discard)
             continue;
         /* BDAT mode never shortens its input, so scratch is both sides. */
@@ -932,6 +1197,7 @@ static void tx_end_content(struct session *s)
     char esc[1100], reason[160];
     const char *refusal = tx_content_refusal(s);
 
+    sess_rate_stop(s);
     s->mode = MODE_CMD;
     sess_timeouts(s, s->cfg->timeouts.command);
     if (refusal) {
@@ -1098,6 +1364,14 @@ static void sess_free(struct session *s)
     else
         maillog(LOG_INFO, "ICID %llu lost", (unsigned long long)s->icid);
     tx_reset(s, "");
+    if (s->rate_ev)
+        event_free(s->rate_ev);
+    if (s->tarpit_ev)
+        event_free(s->tarpit_ev);
+    if (s->held)
+        evbuffer_free(s->held);
+    if (s->deadline_ev)
+        event_free(s->deadline_ev);
     if (s->bev)
         bufferevent_free(s->bev);
     if (s->fd >= 0)
@@ -1129,6 +1403,8 @@ static void sess_maybe_free(struct session *s)
         return;
     if (s->bev && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 && !s->lost)
         return;
+    if (sess_holding(s) && !s->lost)
+        return; /* the tarpit still holds the last reply */
     sess_free(s);
 }
 
@@ -1177,6 +1453,8 @@ static void sess_on_write(struct bufferevent *bev, void *arg)
     struct session *s = arg;
     if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
         return;
+    if (sess_holding(s))
+        return; /* e.g. the STARTTLS 220 is still in the tarpit */
     if (s->mode == MODE_TLS && !s->tls_active && bufferevent_openssl_get_ssl(bev) == NULL) {
         sess_tls_start(s);
     }
@@ -1248,11 +1526,10 @@ static void sess_policy_log(struct session *s, const struct policy_facts *f,
         snprintf(sbrs, sizeof(sbrs), "None");
     else
         snprintf(sbrs, sizeof(sbrs), "%.1f", f->sbrs);
-    maillog(LOG_INFO,
-            "New SMTP ICID %llu interface %s (%s) address %s reverse dns host %s verified %s",
-            (unsigned long long)s->icid, s->lst->name, s->lst->address, s->ip,
-            f->ptr == PTR_OK && f->ptr_name[0] ? f->ptr_name : "unknown",
-            f->verified ? "yes" : "no");
+    maillog(
+        LOG_INFO, "New SMTP ICID %llu interface %s (%s) address %s reverse dns host %s verified %s",
+        (unsigned long long)s->icid, s->lst->name, s->lst->address, s->ip,
+        f->ptr == PTR_OK && f->ptr_name[0] ? f->ptr_name : "unknown", f->verified ? "yes" : "no");
     maillog(LOG_INFO, "ICID %llu %s SG %s match %s SBRS %s", (unsigned long long)s->icid,
             policy_access_name(dec->params.access), dec->group ? dec->group : "None", dec->member,
             sbrs);
@@ -1271,6 +1548,8 @@ static void sess_policy_decided(void *arg, const struct policy_facts *f)
     char banner[300];
     s->lookup = NULL;
     s->dns_ms = f->ms_total;
+    if (f->ptr == PTR_OK && f->verified)
+        snprintf(s->rdns, sizeof(s->rdns), "%s", f->ptr_name);
     policy_decide(s->lst->hat, f, &dec);
     s->pol = dec.params;
     snprintf(s->group, sizeof(s->group), "%s", dec.group ? dec.group : "");
@@ -1330,8 +1609,8 @@ static void sess_policy_start(struct session *s)
         .deadline_ms = s->cfg->connection_dns_deadline,
     };
     s->mode = MODE_POLICY;
-    s->lookup = policy_lookup_start(s->srv->base, s->srv->resolver, s->ip, &p,
-                                    sess_policy_decided, s);
+    s->lookup =
+        policy_lookup_start(s->srv->base, s->srv->resolver, s->ip, &p, sess_policy_decided, s);
     if (s->lookup == NULL) {
         /* not an address the resolver can look up: decide on the IP alone */
         struct policy_facts f = {.ptr = PTR_NOT_LOOKED, .sbrs_none = true};
@@ -1341,21 +1620,138 @@ static void sess_policy_start(struct session *s)
     }
 }
 
-/* Refuse a connection over a limit without building a session. */
-static void sess_refuse(struct smtp_server *srv, struct listener *l, int fd, uint64_t icid,
-                        const char *ip)
+/* Send one 421 line on a fresh socket and close it: no session is built. */
+static void sess_refuse_fd(struct smtp_server *srv, struct listener *l, int fd, const char *code,
+                           const char *text)
 {
     char line[300];
-    int n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections, try again later\r\n",
-                     l->hostname);
-    maillog(LOG_INFO, "ICID %llu Receiving Failed: Connection limit exceeded (address %s)",
-            (unsigned long long)icid, ip);
+    int n = snprintf(line, sizeof(line), "421 %s %s %s\r\n", code, l->hostname, text);
     /* Best effort: a non-blocking send of one short line on a fresh socket. */
     if (write(fd, line, (size_t)n) < 0) {
         /* nothing to do: the connection is being refused anyway */
     }
     close(fd);
     srv->stats.connections_refused++;
+}
+
+/* Refuse a connection over a limit without building a session. */
+static void sess_refuse(struct smtp_server *srv, struct listener *l, int fd, uint64_t icid,
+                        const char *ip)
+{
+    maillog(LOG_INFO, "ICID %llu Receiving Failed: Connection limit exceeded (address %s)",
+            (unsigned long long)icid, ip);
+    sess_refuse_fd(srv, l, fd, "4.7.0", "Too many connections, try again later");
+}
+
+/* Connection-time protection: resource conservation halted, or the
+ * client's connection rate over limits.max_connection_rate (logged once
+ * a minute per IP: a client hammering us must not flood the log). True
+ * when fd was refused. */
+static bool sess_refused_at_connect(struct smtp_server *srv, struct listener *l, int fd,
+                                    uint64_t icid, const char *ip)
+{
+    uint32_t max_rate = srv->cfg->limits.max_connection_rate;
+    if (srv->rescon != NULL && rescon_state(srv->rescon) == RESCON_HALT) {
+        maillog(LOG_INFO,
+                "ICID %llu Receiving Failed: resource conservation mode halted (address %s)",
+                (unsigned long long)icid, ip);
+        sess_refuse_fd(srv, l, fd, "4.3.2", "Service temporarily unavailable");
+        return true;
+    }
+    if (max_rate == 0)
+        return false;
+    uint32_t n = clients_conn_add(srv->clients, ip, time(NULL));
+    if (n <= max_rate)
+        return false;
+    if (n == max_rate + 1)
+        maillog(LOG_INFO,
+                "ICID %llu Receiving Failed: connection rate limit of %u per minute exceeded "
+                "(address %s)",
+                (unsigned long long)icid, max_rate, ip);
+    sess_refuse_fd(srv, l, fd, "4.7.0", "Too many connections from your address, try again later");
+    return true;
+}
+
+/* ---- listener suspension ------------------------------------------------ */
+
+/* Remember a listener (once) so that a suspension can disable it. Removed
+ * listeners (set == NULL after a reload) are dropped here. */
+static void srv_listener_seen(struct smtp_server *srv, struct listener *l)
+{
+    size_t j = 0;
+    bool found = false;
+    for (size_t i = 0; i < srv->nseen; i++) {
+        struct listener *x = srv->seen[i];
+        if (x->set == NULL && x != l) {
+            listener_unref(x);
+            continue;
+        }
+        found = found || x == l;
+        srv->seen[j++] = x;
+    }
+    srv->nseen = j;
+    if (found)
+        return;
+    xgrow((void **)&srv->seen, &srv->seen_cap, srv->nseen + 1, sizeof(*srv->seen));
+    srv->seen[srv->nseen++] = listener_ref(l);
+}
+
+static void srv_listener_enable(struct listener *l, bool on)
+{
+    if (l->evl == NULL || l->set == NULL || l->suspended == !on)
+        return;
+    if (on)
+        evconnlistener_enable(l->evl);
+    else
+        evconnlistener_disable(l->evl);
+    l->suspended = !on;
+}
+
+/* Hold a connection accepted while suspended, unread, until resume. */
+static void srv_park(struct smtp_server *srv, struct listener *l, int fd, const struct sockaddr *sa,
+                     int salen)
+{
+    struct parked_conn *pc;
+    xgrow((void **)&srv->parked, &srv->parked_cap, srv->nparked + 1, sizeof(*srv->parked));
+    pc = &srv->parked[srv->nparked++];
+    pc->lst = listener_ref(l);
+    pc->fd = fd;
+    pc->salen = salen < (int)sizeof(pc->sa) ? salen : (int)sizeof(pc->sa);
+    memcpy(&pc->sa, sa, (size_t)pc->salen);
+}
+
+/* Close parked connections (shutdown) or hand them to accept (resume). */
+static void srv_unpark(struct smtp_server *srv, bool serve)
+{
+    struct parked_conn *list = srv->parked;
+    size_t n = srv->nparked;
+    srv->parked = NULL;
+    srv->nparked = srv->parked_cap = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (serve)
+            smtp_server_accept(srv, list[i].lst, list[i].fd, (struct sockaddr *)&list[i].sa,
+                               list[i].salen);
+        else
+            close(list[i].fd);
+        listener_unref(list[i].lst);
+    }
+    free(list);
+}
+
+static void srv_suspend(struct smtp_server *srv, bool on)
+{
+    srv->suspended = on;
+    for (size_t i = 0; i < srv->nseen; i++)
+        srv_listener_enable(srv->seen[i], !on);
+    if (!on)
+        srv_unpark(srv, true);
+}
+
+static void srv_on_rescon(void *ctx, const struct rescon *rc)
+{
+    struct smtp_server *srv = ctx;
+    if (rescon_suspended(rc) != srv->suspended && !srv->stopping)
+        srv_suspend(srv, rescon_suspended(rc));
 }
 
 void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sockaddr *sa, int salen)
@@ -1366,6 +1762,13 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    srv_listener_seen(srv, l);
+    if (srv->suspended && !srv->stopping) {
+        /* this listener was not disabled yet: it is now */
+        srv_listener_enable(l, false);
+        srv_park(srv, l, fd, sa, salen);
+        return;
+    }
     uint64_t icid = spool_next_id(srv->spool, SPOOL_ID_ICID);
     srv->stats.connections++;
     if (srv->stopping || l->sessions >= srv->cfg->limits.max_connections) {
@@ -1377,6 +1780,8 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
         sess_refuse(srv, l, fd, icid, ip);
         return;
     }
+    if (sess_refused_at_connect(srv, l, fd, icid, ip))
+        return;
     struct session *s = xcalloc(1, sizeof(*s));
     s->srv = srv;
     s->fd = fd;
@@ -1399,6 +1804,10 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
     bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_HIGHWAT);
     sess_timeouts(s, s->cfg->timeouts.command);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    uint64_t dl = s->cfg->timeouts.session;
+    struct timeval dtv = {(time_t)(dl / 1000), (suseconds_t)(dl % 1000) * 1000};
+    s->deadline_ev = evtimer_new(srv->base, sess_on_deadline, s);
+    evtimer_add(s->deadline_ev, &dtv);
     sess_policy_start(s);
 }
 
@@ -1426,6 +1835,13 @@ struct smtp_server *smtp_server_new(struct event_base *base, struct spool *spool
     return srv;
 }
 
+void smtp_server_set_rescon(struct smtp_server *srv, struct rescon *rc)
+{
+    srv->rescon = rc;
+    rescon_set_handler(rc, srv_on_rescon, srv);
+    srv_on_rescon(srv, rc);
+}
+
 void smtp_server_set_queue(struct smtp_server *srv, smtp_server_queue_fn fn, void *ctx)
 {
     srv->queue_fn = fn;
@@ -1445,9 +1861,11 @@ void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void
     srv->stopping = true;
     srv->shutdown_done = done;
     srv->shutdown_arg = arg;
+    srv_unpark(srv, false);
     for (s = srv->sessions; s; s = next) {
         next = s->next;
         s->stopping = true;
+        sess_release(s); /* no tarpit for the last words */
         if (s->mode == MODE_COMMIT || s->mode == MODE_CLOSING)
             continue;
         tx_reset(s, " (shutdown)");
@@ -1487,6 +1905,12 @@ void smtp_server_free(struct smtp_server *srv)
     if (srv == NULL)
         return;
     smtp_server_abort_all(srv);
+    srv_unpark(srv, false);
+    for (size_t i = 0; i < srv->nseen; i++)
+        listener_unref(srv->seen[i]);
+    free(srv->seen);
+    if (srv->rescon)
+        rescon_set_handler(srv->rescon, NULL, NULL);
     event_free(srv->expire_ev);
     clients_free(srv->clients);
     config_unref(srv->cfg);

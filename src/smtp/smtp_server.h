@@ -43,6 +43,10 @@ struct spool_envelope;
 typedef void (*smtp_server_queue_fn)(void *ctx, const struct spool_envelope *env, uint64_t size,
                                      char *const *rcpts, size_t nrcpts);
 void smtp_server_set_queue(struct smtp_server *srv, smtp_server_queue_fn fn, void *ctx);
+/* Resource conservation (policy/rescon.h, not owned; must outlive srv):
+ * tarpit replies, refuse when halted, suspend listeners on the backlog. */
+struct rescon;
+void smtp_server_set_rescon(struct smtp_server *srv, struct rescon *rc);
 /* listener_accept_fn: ctx is the server. */
 void smtp_server_accept(void *srv, struct listener *l, int fd, const struct sockaddr *sa,
                         int salen);

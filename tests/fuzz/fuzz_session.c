@@ -22,6 +22,9 @@
  *                MODE_COMMIT); otherwise wait until the session is idle
  *                before the half-close, so pipelined commands after a
  *                message still run
+ *   flags bit 3: the session is on a second listener whose hostname is 700
+ *                octets (the configuration checks hostnames for spaces
+ *                only), so banner, EHLO and the Received header carry it
  *   byte 1:      low 2 bits pick the largest piece (1, 7, 64 or 4096
  *                octets), the whole byte seeds an LCG for piece sizes; the
  *                loop runs between pieces so partial reads are exercised.
@@ -103,6 +106,7 @@ static struct {
     struct config *cfg;
     struct resolver *res;
     struct listener *lst;
+    struct listener *lst_long; /* same, with a 700-octet hostname */
     struct spool *sp;
     struct smtp_server *srv;
     struct event *guard;
@@ -159,6 +163,7 @@ static void fuzz_teardown(void)
     fuzz_rmtree(F.root);
     resolver_free(F.res);
     listener_unref(F.lst);
+    listener_unref(F.lst_long);
     config_unref(F.cfg);
     event_free(F.guard);
     event_base_free(F.base);
@@ -183,6 +188,27 @@ static void fuzz_turn(unsigned ms)
     event_add(F.guard, &tv);
     event_base_loop(F.base, EVLOOP_ONCE);
     event_del(F.guard);
+}
+
+/* A listener as listener_set_apply() builds it, without a socket. */
+static struct listener *fuzz_listener(const struct cfg_listener *cl, const char *hostname)
+{
+    char err[256];
+    struct listener *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        abort();
+    l->refs = 1;
+    l->name = strdup(cl->name);
+    l->address = strdup(cl->address);
+    l->port = cl->port;
+    l->type = cl->type;
+    l->hostname = strdup(hostname ? hostname : cl->hostname);
+    l->hat = policy_table_compile(F.cfg, cl, err, sizeof(err));
+    if (l->hat == NULL) {
+        fprintf(stderr, "fuzz_session: policy_table_compile: %s\n", err);
+        abort();
+    }
+    return l;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -212,20 +238,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_session: resolver_new: %s\n", err);
         abort();
     }
-    /* The listener as listener_set_apply() builds it, without a socket. */
-    const struct cfg_listener *cl = &F.cfg->listeners[0];
-    F.lst = calloc(1, sizeof(*F.lst));
-    F.lst->refs = 1;
-    F.lst->name = strdup(cl->name);
-    F.lst->address = strdup(cl->address);
-    F.lst->port = cl->port;
-    F.lst->type = cl->type;
-    F.lst->hostname = strdup(cl->hostname);
-    F.lst->hat = policy_table_compile(F.cfg, cl, err, sizeof(err));
-    if (F.lst->hat == NULL) {
-        fprintf(stderr, "fuzz_session: policy_table_compile: %s\n", err);
-        abort();
-    }
+    F.lst = fuzz_listener(&F.cfg->listeners[0], NULL);
+    char longname[701];
+    for (size_t i = 0; i < 700; i++)
+        longname[i] = i % 64 == 63 ? '.' : 'h';
+    memcpy(longname + 700 - 10, ".fuzz.test", 10);
+    longname[700] = '\0';
+    F.lst_long = fuzz_listener(&F.cfg->listeners[0], longname);
     fuzz_server_up();
     atexit(fuzz_teardown);
     return 0;
@@ -348,7 +367,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         ss.ss_family = AF_UNIX; /* no address: the policy decides at once */
     }
-    smtp_server_accept(F.srv, F.lst, sv[0], (struct sockaddr *)&ss, sizeof(ss));
+    smtp_server_accept(F.srv, (flags & 8) ? F.lst_long : F.lst, sv[0], (struct sockaddr *)&ss,
+                       sizeof(ss));
 
     size_t pos = 0;
     bool gone = false; /* the server closed its end */

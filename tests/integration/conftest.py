@@ -350,7 +350,7 @@ def dot_stuff(content):
 
 
 RECEIVED_RE = re.compile(
-    rb"Received: from (?P<helo>\S+) \(unknown \[127\.0\.0\.1\]\)\r\n"
+    rb"Received: from (?P<helo>\S+) \((?P<rdns>unknown|[a-z0-9.-]+) \[127\.0\.0\.1\]\)\r\n"
     rb"\tby mx\.gw\.test \(Postern\)(?:\r\n\t\((?P<tls>using [^)\r\n]*)\))?"
     rb" with (?P<proto>[A-Z0-9]+) id (?P<mid>\d+)"
     rb"(?:\r\n\tfor <(?P<rcpt>[^>\r\n]*)>)?"
