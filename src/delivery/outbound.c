@@ -531,9 +531,22 @@ static void on_ready(void *arg, struct smtp_client *cl)
     struct conn *c = arg;
     const struct cfg_dest_control *dc = config_dest_control_for(ob_cfg(c), c->d->domain);
     if (c->connecting) {
+        const struct smtp_client_info *info = smtp_client_info(cl);
         c->connecting = false;
         c->d->connecting--;
         c->d->state = HOST_UP;
+        /* delivered or not, the operator should know what sits between us
+         * and the peer (seed 001: ASA "inspect esmtp") */
+        if (info->masked_banner || info->masked_ehlo)
+            maillog(LOG_WARNING,
+                    "DCID %llu %s%s%s from %s: likely an SMTP-inspecting firewall on the path",
+                    (unsigned long long)c->dcid, info->masked_banner ? "masked banner" : "",
+                    info->masked_banner && info->masked_ehlo ? " and " : "",
+                    info->masked_ehlo ? "masked EHLO keywords" : "", c->cands[c->ci].ip);
+        if (info->starttls_discarded > 0)
+            maillog(LOG_WARNING,
+                    "DCID %llu discarded %zu bytes the peer sent after its 220 to STARTTLS",
+                    (unsigned long long)c->dcid, info->starttls_discarded);
     }
     c->st = C_READY;
     if (c->nbatch == 0 && c->msgs < dc->max_messages_per_connection) {

@@ -118,6 +118,17 @@ enum sess_limit_logged {
     LOGGED_CONNS = 16
 };
 
+/* Protocol errors, each logged once per session (hostile input visible per
+ * ICID without one line per junk command). */
+enum sess_proto_error {
+    PROTO_EMPTY = 1,
+    PROTO_NUL = 2,
+    PROTO_BADCHAR = 4,
+    PROTO_LONG_LINE = 8,
+    PROTO_BARE_LF = 16,
+    PROTO_UNKNOWN = 32
+};
+
 /* The deadline timer retries this often while the session cannot be
  * interrupted (message with the spool worker, TLS handshake). */
 #define SESS_DEADLINE_RETRY_S 1
@@ -180,6 +191,7 @@ struct session {
     bool counted_ip;        /* counted in srv->clients */
     bool rejected;          /* REJECT banner sent: only QUIT left */
     unsigned limits_logged; /* sess_limit_logged */
+    unsigned proto_logged;  /* sess_proto_error */
     uint64_t max_size;      /* min(listener limit, policy) */
     uint32_t max_rcpts;
     struct tx tx;
@@ -227,6 +239,7 @@ struct smtp_server {
 typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
 
 static void sess_process(struct session *s);
+static void sess_proto_log(struct session *s, unsigned kind, const char *what);
 static void sess_policy_start(struct session *s);
 static void sess_limit_log(struct session *s, unsigned which, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -914,6 +927,7 @@ static void cmd_http(struct session *s, const struct smtp_cmd *cmd)
 
 static void cmd_unknown(struct session *s, const struct smtp_cmd *cmd)
 {
+    sess_proto_log(s, PROTO_UNKNOWN, "unrecognized command");
     sess_reply(s, "500 5.5.1 Error: command not recognized");
 }
 
@@ -1003,6 +1017,16 @@ static bool sess_improper_pipelining(struct session *s, const struct smtp_cmd *c
     return true;
 }
 
+/* Log a protocol error of one kind once per session. */
+static void sess_proto_log(struct session *s, unsigned kind, const char *what)
+{
+    if (s->proto_logged & kind)
+        return;
+    s->proto_logged |= kind;
+    maillog(LOG_INFO, "ICID %llu protocol error from %s: %s", (unsigned long long)s->icid, s->ip,
+            what);
+}
+
 static void sess_dispatch(struct session *s, const char *line, size_t len)
 {
     struct smtp_cmd cmd;
@@ -1010,13 +1034,16 @@ static void sess_dispatch(struct session *s, const char *line, size_t len)
     case SMTP_CMD_OK:
         break;
     case SMTP_CMD_EMPTY:
+        sess_proto_log(s, PROTO_EMPTY, "empty command");
         sess_reply(s, "500 5.5.2 Error: empty command");
         return;
     case SMTP_CMD_NUL:
+        sess_proto_log(s, PROTO_NUL, "NUL character in command");
         sess_reply(s, "500 5.5.2 Error: NUL character in command");
         return;
     case SMTP_CMD_BADCHAR:
     case SMTP_CMD_NON_ASCII:
+        sess_proto_log(s, PROTO_BADCHAR, "invalid character in command");
         sess_reply(s, "500 5.5.2 Error: invalid character in command");
         return;
     }
@@ -1056,6 +1083,7 @@ static bool sess_read_command(struct session *s)
          * and its bytes are dropped without waiting for its end. */
         if (avail >= max) {
             evbuffer_drain(in, avail);
+            sess_proto_log(s, PROTO_LONG_LINE, "command line too long");
             if (!s->discard_line)
                 sess_reply(s, "500 5.5.2 Error: line too long");
             s->discard_line = true;
@@ -1065,6 +1093,7 @@ static bool sess_read_command(struct session *s)
     size_t linelen = (size_t)p.pos + 1;
     if (s->discard_line || linelen > max) {
         evbuffer_drain(in, linelen);
+        sess_proto_log(s, PROTO_LONG_LINE, "command line too long");
         if (!s->discard_line)
             sess_reply(s, "500 5.5.2 Error: line too long");
         s->discard_line = false;
@@ -1075,8 +1104,10 @@ static bool sess_read_command(struct session *s)
     evbuffer_remove(in, line, linelen);
     /* RFC 5321 2.3.8: lines end with CRLF; a bare LF is refused so that no
      * two parsers on the path disagree about where a command ends. */
-    if (linelen < 2 || line[linelen - 2] != '\r')
+    if (linelen < 2 || line[linelen - 2] != '\r') {
+        sess_proto_log(s, PROTO_BARE_LF, "bare LF in command line");
         sess_reply(s, "500 5.5.2 Error: bare <LF> in command line");
+    }
     else
         sess_dispatch(s, line, linelen - 2);
     if (line != stackbuf)

@@ -158,10 +158,6 @@ def test_nul_in_command(gateway, line):
     c.close()
 
 
-@pytest.mark.xfail(reason="gap: protocol errors (NUL in command, line too long, invalid "
-                          "character) are answered but never logged; only 'too many errors' "
-                          "at disconnect is. An operator cannot see hostile input per ICID.",
-                   strict=False)
 def test_nul_in_command_is_logged(gateway):
     c = RawSMTP(gateway.port)
     c.ehlo()
@@ -316,9 +312,6 @@ def test_masked_banner_and_ehlo_still_delivered(make_gateway, smtp_peer):
     gw.wait_log(rf"Message done DCID \d+ MID {mid} to RID \[0\]")
 
 
-@pytest.mark.xfail(reason="gap: a delivery that succeeds through a masked banner/EHLO is not "
-                          "logged as 'likely an SMTP-inspecting firewall'; outbound.c only "
-                          "names the firewall in a Connection Error line", strict=False)
 def test_masked_banner_logged_even_when_delivered(make_gateway, smtp_peer):
     peer = smtp_peer("masked", banner="220 ****2***0**")
     gw = make_gateway(delivery_overrides([route("example.com", ("127.0.0.1", peer.port))]))
@@ -382,10 +375,6 @@ def test_peer_injects_after_starttls_220(make_gateway, smtp_peer, tls_cert):
     assert "fake" not in "".join(l for l in gw.log().splitlines() if "Message done" in l)
 
 
-@pytest.mark.xfail(reason="gap: smtp_client counts the octets a peer sent after its 220 to "
-                          "STARTTLS (info.starttls_discarded) but nothing logs them; the "
-                          "inbound side logs 'discarded N bytes pipelined after STARTTLS'",
-                   strict=False)
 def test_peer_injection_after_starttls_is_logged(make_gateway, smtp_peer, tls_cert):
     cert, key = tls_cert
     peer = smtp_peer("inject", starttls=True, cert=cert, key=key, inject="250 2.0.0 fake")
