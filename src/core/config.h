@@ -194,7 +194,8 @@ struct cfg_spool {
 struct cfg_rescon {
     uint64_t memory_limit;  /* bytes of RSS that are 100%; 0 = physical memory */
     uint32_t backlog_limit; /* spooled messages that are 100% */
-    uint32_t memory_start, memory_halt; /* a start/halt pair of 0/0: off */
+    /* a start/halt pair of 0/0 turns that pressure off */
+    uint32_t memory_start, memory_halt;
     uint32_t disk_start, disk_halt;
     uint32_t backlog_start, backlog_halt;
     uint32_t backlog_suspend, backlog_resume;
