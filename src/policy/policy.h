@@ -41,51 +41,58 @@ enum ptr_status {
 
 struct policy_facts {
     char ip[46];
-    int family;             /* AF_INET / AF_INET6 */
-    struct in6_addr addr6;  /* IPv4 mapped as ::ffff:a.b.c.d */
+    int family;            /* AF_INET / AF_INET6 */
+    struct in6_addr addr6; /* IPv4 mapped as ::ffff:a.b.c.d */
     enum ptr_status ptr;
-    char ptr_name[256];     /* first PTR name, lower-case, "" if none */
-    bool verified;          /* ptr_name's A/AAAA contains ip */
-    bool rfc1918;           /* private/loopback: no DNS list lookups */
-    bool sbrs_none;         /* no reputation list answered */
-    double sbrs;            /* [-10, 10] when !sbrs_none */
+    char ptr_name[256]; /* first PTR name, lower-case, "" if none */
+    bool verified;      /* ptr_name's A/AAAA contains ip */
+    bool rfc1918;       /* private/loopback: no DNS list lookups */
+    bool sbrs_none;     /* no reputation list answered */
+    double sbrs;        /* [-10, 10] when !sbrs_none */
     /* DNS lists queried for this host and whether each listed it */
     size_t ndnslists;
     struct {
         char zone[256];
-        bool answered;      /* got an answer (listed or not) */
-        bool listed;        /* A record matched the list's code filter */
+        bool answered; /* got an answer (listed or not) */
+        bool listed;   /* A record matched the list's code filter */
     } dnslists[POLICY_MAX_DNSLISTS];
     /* how long each lookup took (ms; -1 = not done) */
     double ms_ptr, ms_forward, ms_reputation, ms_total;
 };
 
-enum policy_access { ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_TCPREFUSE, ACCESS_RELAY, ACCESS_CONTINUE };
+enum policy_access {
+    ACCESS_ACCEPT,
+    ACCESS_REJECT,
+    ACCESS_TCPREFUSE,
+    ACCESS_RELAY,
+    ACCESS_CONTINUE
+};
 enum policy_tls { POLICY_TLS_OFF, POLICY_TLS_PREFERRED, POLICY_TLS_REQUIRED };
 
 /* Effective parameters of a mail flow policy. */
 struct policy_params {
     char name[64];
     enum policy_access access;
-    bool reject_at_rcpt;          /* REJECT delayed until RCPT (5.7.1) */
+    bool reject_at_rcpt; /* REJECT delayed until RCPT (5.7.1) */
     uint64_t max_message_size;
     uint32_t max_concurrent_connections; /* from one IP */
     uint32_t max_messages_per_connection;
     uint32_t max_recipients_per_message;
-    uint32_t max_recipients_per_hour;    /* 0 = unlimited */
-    uint16_t rate_limit_code;            /* 452 */
+    uint32_t max_recipients_per_hour; /* 0 = unlimited */
+    uint16_t rate_limit_code;         /* 452 */
     char rate_limit_text[200];
-    uint16_t banner_code;                /* 220 */
-    char banner_text[200];               /* may hold $Hostname $Group $RemoteIP */
-    char banner_hostname[256];           /* shown in banner/EHLO; "" = listener's */
-    uint16_t reject_code;                /* 554 */
+    uint16_t banner_code;      /* 220 */
+    char banner_text[200];     /* may hold $Hostname $Group $RemoteIP */
+    char banner_hostname[256]; /* shown in banner/EHLO; "" = listener's */
+    uint16_t reject_code;      /* 554 */
     char reject_text[200];
     enum policy_tls tls;
 };
 
 struct policy_decision {
-    const char *group;    /* matched sender group name, or NULL (None) */
-    char member[300];     /* the member that matched ("10.0.0.0/8", "ALL", "SBRS[-10:-3]", "PTR missing"...) */
+    const char *group; /* matched sender group name, or NULL (None) */
+    char member[300];  /* the member that matched ("10.0.0.0/8", "ALL", "SBRS[-10:-3]", "PTR
+                          missing"...) */
     struct policy_params params;
 };
 

@@ -1107,8 +1107,7 @@ static bool sess_read_command(struct session *s)
     if (linelen < 2 || line[linelen - 2] != '\r') {
         sess_proto_log(s, PROTO_BARE_LF, "bare LF in command line");
         sess_reply(s, "500 5.5.2 Error: bare <LF> in command line");
-    }
-    else
+    } else
         sess_dispatch(s, line, linelen - 2);
     if (line != stackbuf)
         free(line);
