@@ -80,7 +80,10 @@ def main():
 
 
 if __name__ == "__main__":
+    run.signal.signal(run.signal.SIGTERM, run.on_signal)
     try:
         main()
+    except KeyboardInterrupt:
+        print("profile: interrupted; cleaning up")
     finally:
         run.CLEAN.run_all()

@@ -619,7 +619,7 @@ static int spool_remove_orphans(struct spool *sp, struct spool_recovery *r, size
         unsigned long long v = strtoull(de->d_name, &end, 10);
         uint64_t mid = v;
         bool known =
-            errno == 0 && *end == '\0' && end != de->d_name &&
+            errno == 0 && *end == '\0' && end != de->d_name && r->nfile_mids > 0 &&
             bsearch(&mid, r->file_mids, r->nfile_mids, sizeof(uint64_t), spool_cmp_u64) != NULL;
         if (known)
             continue;

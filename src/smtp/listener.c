@@ -264,9 +264,10 @@ int listener_set_apply(struct listener_set *set, const struct config *cfg, char 
             l->address = xstrdup(cl->address);
             l->port = cl->port;
             l->set = set;
-            l->evl =
-                evconnlistener_new(set->base, listener_on_accept, l,
-                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, st[i].fd);
+            /* backlog 0: the socket already listens with LISTEN_BACKLOG;
+             * -1 would make libevent listen() again with its own 128 */
+            l->evl = evconnlistener_new(set->base, listener_on_accept, l,
+                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, st[i].fd);
             if (l->evl == NULL) /* only fails on OOM inside libevent */
                 abort();
             evconnlistener_set_error_cb(l->evl, listener_on_error);

@@ -71,6 +71,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
@@ -1828,7 +1829,10 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
         srv->sessions->prev = s;
     srv->sessions = s;
 
-    evutil_make_socket_nonblocking(fd);
+    /* accept4() gave us a non-blocking socket already. Replies are
+     * batched per loop turn, so Nagle would only add delayed-ACK stalls. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->bev = bufferevent_socket_new(srv->base, fd, 0);
     bufferevent_setcb(s->bev, sess_on_read, sess_on_write, sess_on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_HIGHWAT);
