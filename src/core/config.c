@@ -1792,6 +1792,10 @@ static const struct cfg_param limits_params[] = {
           "concurrent, per listener"),
     P_NUM(PT_UINT, struct config, "max_errors", limits.max_errors, "10", 1, 1000,
           "protocol errors before disconnect"),
+    /* Why 255: what an SMTP-inspecting firewall (ASA inspect esmtp, seed
+     * 001) drops a connection for; up to 4096, the length mime_scan keeps. */
+    P_NUM(PT_UINT, struct config, "max_mime_filename", limits.max_mime_filename, "255", 0, 4096,
+          "longest MIME attachment filename; 0 = unchecked"),
     /* Why 1000 by default: 8 kbit/s, below any real link, so only a client
      * that trickles on purpose (holding a slot for free) is cut off; up to
      * 1G/s because anything above is no "minimum". */
@@ -2085,6 +2089,14 @@ static const struct cfg_param connection_dns_params[] = {
 static const struct cfg_section connection_dns_section =
     SECTION("connection_dns", connection_dns_params);
 
+static const struct cfg_param logging_params[] = {
+    /* Why 1s..1h: the appliance writes one a minute; shorter is for tests,
+     * longer than an hour leaves gaps a monitoring script would alarm on. */
+    P_NUM(PT_DURATION, struct config, "status_interval", status_interval, "60s", MS_PER_S,
+          3600 * MS_PER_S, "between the Status: lines of mail_logs"),
+};
+static const struct cfg_section logging_section = SECTION("logging", logging_params);
+
 static const struct cfg_param root_params[] = {
     {.key = "hostname",
      .type = PT_STRING,
@@ -2117,6 +2129,7 @@ static const struct cfg_param root_params[] = {
      .help = "predefined ones first"},
     P_SECTION("reputation", reputation_section, NULL),
     P_SECTION("connection_dns", connection_dns_section, NULL),
+    P_SECTION("logging", logging_section, NULL),
     {P_LIST_OF(struct config, "smtp_routes", routes, nroutes, struct cfg_route, route_section,
                "route", 0, ROUTES_MAX),
      .unique_what = "route domain", .help = "none: deliver by MX"},

@@ -40,6 +40,7 @@
  *     max_text_line: 1000           [1000] octets incl. CRLF (RFC 5321 4.5.3.1.6)
  *     max_connections: 1000         [1000] concurrent, per listener
  *     max_errors: 10                [10] protocol errors before disconnect
+ *     max_mime_filename: 255        [255] longest MIME attachment filename; 0 = unchecked
  *     min_data_rate: 1000           [1000] bytes/s during DATA/BDAT; 0 = none
  *     min_data_rate_window: 10s     [10s] the rate is measured over this window
  *     min_data_rate_grace: 30s      [30s] no check in a transfer's first seconds
@@ -172,6 +173,7 @@ struct cfg_limits {
     uint32_t max_text_line;
     uint32_t max_connections;
     uint32_t max_errors;
+    uint32_t max_mime_filename;    /* octets; 0 = unchecked */
     uint32_t min_data_rate;        /* bytes/s during DATA/BDAT; 0 = no minimum */
     uint64_t min_data_rate_window; /* ms: the rate is measured over this */
     uint64_t min_data_rate_grace;  /* ms: not checked before this much of a transfer */
@@ -314,6 +316,7 @@ struct config {
     char *spool_dir;
     char *log_dir;
     char *control_path;   /* paths.control: the control socket */
+    uint64_t status_interval; /* logging.status_interval: ms between status lines */
     char **relay_domains; /* lower-cased; a leading '.' means "any subdomain" */
     size_t nrelay_domains;
     struct cfg_listener *listeners;

@@ -92,6 +92,7 @@
 #include "policy/rescon.h"
 #include "queue/spool.h"
 #include "smtp/listener.h"
+#include "smtp/mime_scan.h"
 #include "smtp/smtp_addr.h"
 #include "smtp/smtp_cmd.h"
 #include "smtp/smtp_data.h"
@@ -146,7 +147,9 @@ struct tx {
     struct spool_msg *msg;
     struct smtp_data data;
     struct smtp_hdr_scan *hdr;
-    uint64_t size; /* content octets received (unstuffed), excl. Received */
+    struct mime_scan *mime;
+    bool mime_too_long; /* a filename longer than limits.max_mime_filename */
+    uint64_t size;      /* content octets received (unstuffed), excl. Received */
     bool too_big;
     int write_err;
     bool bdat;          /* a BDAT transfer has started */
@@ -235,6 +238,8 @@ struct smtp_server {
     size_t nseen, seen_cap;
     struct parked_conn *parked; /* at most one per listener */
     size_t nparked, parked_cap;
+    char **op_held; /* listener names suspended by the operator (suspendlistener) */
+    size_t nop_held, op_held_cap;
 };
 
 typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
@@ -366,6 +371,7 @@ static void tx_reset(struct session *s, const char *abort_reason)
     free(tx->rcpts);
     free(tx->sender);
     free(tx->hdr);
+    free(tx->mime);
     memset(tx, 0, sizeof(*tx));
 }
 
@@ -558,6 +564,16 @@ static bool relay_domain_cb(void *ctx, const char *domain, size_t len)
     return config_is_relay_domain(ctx, domain, len);
 }
 
+enum smtp_relay_verdict smtp_server_rcpt_relay(const struct config *cfg, int access,
+                                               const struct smtp_path *rcpt)
+{
+    /* RELAY policies (relay lists, private listeners) may send anywhere */
+    if (access == ACCESS_RELAY)
+        return SMTP_RELAY_OK;
+    /* the configuration is only read; the callback's context is not const */
+    return smtp_relay_check(rcpt, relay_domain_cb, (void *)(uintptr_t)cfg);
+}
+
 static bool tx_has_rcpt(const struct tx *tx, const char *mailbox)
 {
     for (size_t i = 0; i < tx->nrcpts; i++)
@@ -610,10 +626,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         sess_reply(s, "%u 5.7.1 %s", s->pol.reject_code, s->pol.reject_text);
         return;
     }
-    /* RELAY policies (relay lists, private listeners) may send anywhere */
-    enum smtp_relay_verdict v = s->pol.access == ACCESS_RELAY
-                                    ? SMTP_RELAY_OK
-                                    : smtp_relay_check(&addr, relay_domain_cb, s->cfg);
+    enum smtp_relay_verdict v = smtp_server_rcpt_relay(s->cfg, (int)s->pol.access, &addr);
     if (v != SMTP_RELAY_OK) {
         s->srv->stats.rejected_recipients++;
         maillog(LOG_INFO, "MID %llu ICID %llu To: <%s> Rejected by RAT (%s)",
@@ -794,6 +807,8 @@ static void tx_begin_content(struct session *s, enum smtp_data_mode mode)
     tx->msg = spool_msg_new(s->srv->spool, tx->mid);
     tx->hdr = xmalloc(sizeof(*tx->hdr));
     smtp_hdr_scan_init(tx->hdr);
+    tx->mime = xmalloc(sizeof(*tx->mime));
+    mime_scan_init(tx->mime);
     smtp_data_init(&tx->data, mode, s->cfg->limits.max_text_line);
     sess_date(date, sizeof(date));
     /* RFC 5321 4.1.3: an IPv6 address literal is written [IPv6:...];
@@ -1122,6 +1137,7 @@ static void tx_content(struct session *s, const char *p, size_t n)
     if (n == 0)
         return;
     smtp_hdr_scan_feed(tx->hdr, p, n);
+    mime_scan_feed(tx->mime, p, n);
     tx->size += n;
     /* SIZE is enforced while streaming: past the limit nothing more is
      * stored, the rest is read and dropped, and the end gets 552. */
@@ -1218,6 +1234,9 @@ static const char *tx_content_refusal(struct session *s)
         return "552 5.3.4 Message size exceeds fixed maximum message size";
     if (s->tx.write_err)
         return "451 4.3.0 Error: queue file write error";
+    if (s->tx.mime_too_long)
+        return "554 5.6.0 Message refused: MIME attachment filename too long (an inspecting "
+               "firewall on the path would drop it)";
     return NULL;
 }
 
@@ -1226,6 +1245,9 @@ static void tx_end_content(struct session *s)
 {
     struct tx *tx = &s->tx;
     char esc[1100], reason[160];
+    uint32_t max_name = s->cfg->limits.max_mime_filename;
+    mime_scan_finish(tx->mime);
+    tx->mime_too_long = max_name > 0 && tx->mime->longest > max_name;
     const char *refusal = tx_content_refusal(s);
 
     sess_rate_stop(s);
@@ -1236,9 +1258,10 @@ static void tx_end_content(struct session *s)
             sess_limit_log(s, LOGGED_SIZE, "message size limit of %llu bytes exceeded",
                            (unsigned long long)s->max_size);
         snprintf(reason, sizeof(reason), ": %.3s %.5s %s", refusal, refusal + 4,
-                 tx->write_err
-                     ? strerror(-tx->write_err)
-                     : (tx->too_big ? "message too big" : smtp_data_flag_text(tx->data.flags)));
+                 tx->write_err       ? strerror(-tx->write_err)
+                 : tx->too_big       ? "message too big"
+                 : tx->mime_too_long ? "MIME attachment filename too long"
+                                     : smtp_data_flag_text(tx->data.flags));
         tx_reset(s, reason);
         sess_reply(s, "%s", refusal);
         return;
@@ -1769,13 +1792,65 @@ static void srv_unpark(struct smtp_server *srv, bool serve)
     free(list);
 }
 
+/* Index of name among the operator's suspended listeners, or -1. */
+static ptrdiff_t srv_op_find(const struct smtp_server *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->nop_held; i++)
+        if (strcmp(srv->op_held[i], name) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+static bool srv_op_held(const struct smtp_server *srv, const struct listener *l)
+{
+    return srv_op_find(srv, l->name) >= 0;
+}
+
 static void srv_suspend(struct smtp_server *srv, bool on)
 {
     srv->suspended = on;
+    /* a listener the operator suspended stays so when the backlog clears */
     for (size_t i = 0; i < srv->nseen; i++)
-        srv_listener_enable(srv->seen[i], !on);
+        srv_listener_enable(srv->seen[i], !on && !srv_op_held(srv, srv->seen[i]));
     if (!on)
         srv_unpark(srv, true);
+}
+
+int smtp_server_suspend_listener(struct smtp_server *srv, const char *name, bool on)
+{
+    int n = 0;
+    for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
+        const char *ln = srv->cfg->listeners[i].name;
+        ptrdiff_t at = srv_op_find(srv, ln);
+        if (name != NULL && strcmp(name, ln) != 0)
+            continue;
+        n++;
+        if (on && at < 0) {
+            xgrow((void **)&srv->op_held, &srv->op_held_cap, srv->nop_held + 1,
+                  sizeof(*srv->op_held));
+            srv->op_held[srv->nop_held++] = xstrdup(ln);
+            maillog(LOG_INFO, "Listener %s suspended by operator", ln);
+        } else if (!on && at >= 0) {
+            free(srv->op_held[at]);
+            srv->op_held[at] = srv->op_held[--srv->nop_held];
+            maillog(LOG_INFO, "Listener %s resumed by operator", ln);
+        }
+    }
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < srv->nseen; i++)
+        srv_listener_enable(srv->seen[i], !srv->suspended && !srv_op_held(srv, srv->seen[i]) &&
+                                              !srv->stopping);
+    /* parked connections of listeners no longer held are served; the
+     * others are parked again by smtp_server_accept() */
+    if (!on && !srv->suspended && !srv->stopping)
+        srv_unpark(srv, true);
+    return n;
+}
+
+bool smtp_server_listener_suspended(const struct smtp_server *srv, const char *name)
+{
+    return srv_op_find(srv, name) >= 0;
 }
 
 static void srv_on_rescon(void *ctx, const struct rescon *rc)
@@ -1794,7 +1869,7 @@ void smtp_server_accept(void *arg, struct listener *l, int fd, const struct sock
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
     srv_listener_seen(srv, l);
-    if (srv->suspended && !srv->stopping) {
+    if ((srv->suspended || srv_op_held(srv, l)) && !srv->stopping) {
         /* this listener was not disabled yet: it is now */
         srv_listener_enable(l, false);
         srv_park(srv, l, fd, sa, salen);
@@ -1943,6 +2018,9 @@ void smtp_server_free(struct smtp_server *srv)
     for (size_t i = 0; i < srv->nseen; i++)
         listener_unref(srv->seen[i]);
     free(srv->seen);
+    for (size_t i = 0; i < srv->nop_held; i++)
+        free(srv->op_held[i]);
+    free(srv->op_held);
     if (srv->rescon)
         rescon_set_handler(srv->rescon, NULL, NULL);
     event_free(srv->expire_ev);
