@@ -41,6 +41,7 @@
 #include "queue/spool.h"
 #include "smtp/listener.h"
 #include "smtp/smtp_server.h"
+#include "tracking/tracking.h"
 
 /* Sessions get this long to finish after SIGTERM before they are dropped. */
 #define SHUTDOWN_GRACE_S 10
@@ -53,8 +54,9 @@ struct daemon {
     struct resolver *resolver;
     struct scheduler *sched;
     struct smtp_server *smtp;
-    struct rescon *rescon;   /* resource conservation (self-protection) */
-    struct control *control; /* operator socket (posternctl) */
+    struct rescon *rescon;     /* resource conservation (self-protection) */
+    struct tracking *tracking; /* message tracking (findevent); NULL if it failed */
+    struct control *control;   /* operator socket (posternctl) */
     struct event *flush_ev;
     struct event *sig_hup, *sig_term, *sig_int;
     struct event *grace_ev;
@@ -164,27 +166,20 @@ static const char *reload_blocker(const struct config *old, const struct config 
     return NULL;
 }
 
-static void on_sighup(evutil_socket_t fd, short what, void *arg)
+/* Apply a loaded configuration to every module: the one path of SIGHUP and
+ * of the control socket's smtproutes. On success the daemon takes over the
+ * caller's reference to cfg and returns 0; on failure nothing changed, err
+ * says why, and the caller still owns cfg. */
+static int daemon_apply_config(struct config *cfg, char *err, size_t errlen)
 {
-    struct config_error cerr;
     char msg[600];
-    const char *blocker;
-    struct config *cfg = config_load(D.cfg->file, &cerr);
-    if (cfg == NULL) {
-        config_error_format(&cerr, D.cfg->file, msg, sizeof(msg));
-        maillog(LOG_WARNING, "Configuration reload refused: %s", msg);
-        return;
+    const char *blocker = reload_blocker(D.cfg, cfg);
+    if (blocker != NULL) {
+        snprintf(err, errlen, "%s", blocker);
+        return -1;
     }
-    if ((blocker = reload_blocker(D.cfg, cfg)) != NULL) {
-        maillog(LOG_WARNING, "Configuration reload refused: %s", blocker);
-        config_unref(cfg);
-        return;
-    }
-    if (listener_set_apply(D.listeners, cfg, msg, sizeof(msg)) < 0) {
-        maillog(LOG_WARNING, "Configuration reload refused: %s", msg);
-        config_unref(cfg);
-        return;
-    }
+    if (listener_set_apply(D.listeners, cfg, err, errlen) < 0)
+        return -1;
     if (strcmp(cfg->log_dir, D.cfg->log_dir) != 0 && maillog_reopen(cfg->log_dir) < 0)
         maillog(LOG_WARNING, "Cannot open mail_logs in %s; keeping the old one", cfg->log_dir);
     if (resolver_reconfigure(D.resolver, &cfg->resolver, msg, sizeof(msg)) < 0)
@@ -194,6 +189,24 @@ static void on_sighup(evutil_socket_t fd, short what, void *arg)
     rescon_start(D.rescon, D.spool, cfg);
     config_unref(D.cfg);
     D.cfg = cfg;
+    return 0;
+}
+
+static void on_sighup(evutil_socket_t fd, short what, void *arg)
+{
+    struct config_error cerr;
+    char msg[600];
+    struct config *cfg = config_load(D.cfg->file, &cerr);
+    if (cfg == NULL) {
+        config_error_format(&cerr, D.cfg->file, msg, sizeof(msg));
+        maillog(LOG_WARNING, "Configuration reload refused: %s", msg);
+        return;
+    }
+    if (daemon_apply_config(cfg, msg, sizeof(msg)) < 0) {
+        maillog(LOG_WARNING, "Configuration reload refused: %s", msg);
+        config_unref(cfg);
+        return;
+    }
     maillog(LOG_INFO, "Configuration reloaded from %s", cfg->file);
 }
 
@@ -221,6 +234,25 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
     smtp_server_shutdown(D.smtp, on_sessions_done, NULL);
 }
 
+/* Message tracking fed from mail_logs. Not fatal: mail flows without it
+ * (findevent then says so). Its settings need a restart. */
+static void start_tracking(void)
+{
+    char err[600], path[PATH_MAX];
+    if (D.cfg->tracking_path)
+        snprintf(path, sizeof(path), "%s", D.cfg->tracking_path);
+    else
+        snprintf(path, sizeof(path), "%s/tracking.db", D.cfg->spool_dir);
+    struct tracking_params tp = {
+        .path = path, .max_age_ms = D.cfg->tracking.max_age, .max_size = D.cfg->tracking.max_size};
+    D.tracking = tracking_open(D.base, &tp, err, sizeof(err));
+    if (D.tracking == NULL) {
+        maillog(LOG_WARNING, "Message tracking disabled: %s", err);
+        return;
+    }
+    maillog_set_tap(tracking_tap, D.tracking);
+}
+
 static int daemon_start(void)
 {
     char err[600];
@@ -244,6 +276,7 @@ static int daemon_start(void)
         maillog(LOG_CRITICAL, "Cannot start the resolver: %s", err);
         return -1;
     }
+    start_tracking(); /* before the load: its log lines are events too */
     D.sched = scheduler_new(D.base, D.spool, D.resolver, D.cfg);
     if (scheduler_load(D.sched) < 0)
         maillog(LOG_WARNING, "Some queued messages could not be loaded; see above");
@@ -283,6 +316,8 @@ static void daemon_stop(void)
     smtp_server_free(D.smtp);
     rescon_free(D.rescon); /* after the server: it is the server's handler */
     listener_set_free(D.listeners);
+    maillog_set_tap(NULL, NULL);
+    tracking_close(D.tracking); /* writes what is queued, joins its worker */
     maillog(LOG_INFO, "posternd stopped");
     maillog_set_flush_hook(NULL);
     maillog_close();
@@ -377,8 +412,14 @@ int main(int argc, char **argv)
     /* The sockets were bound before the server existed (and before the
      * privilege drop); no connection is dispatched until the loop runs. */
     listener_set_handler(D.listeners, smtp_server_accept, D.smtp);
-    struct control_modules mods = {
-        .sched = D.sched, .smtp = D.smtp, .resolver = D.resolver, .spool = D.spool};
+    struct control_modules mods = {.sched = D.sched,
+                                   .smtp = D.smtp,
+                                   .resolver = D.resolver,
+                                   .spool = D.spool,
+                                   .listeners = D.listeners,
+                                   .rescon = D.rescon,
+                                   .tracking = D.tracking,
+                                   .apply_config = daemon_apply_config};
     control_set_modules(D.control, &mods);
     D.sig_hup = evsignal_new(D.base, SIGHUP, on_sighup, NULL);
     D.sig_term = evsignal_new(D.base, SIGTERM, on_sigterm, NULL);

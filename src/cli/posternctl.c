@@ -224,6 +224,8 @@ static void render_status_header(const json_t *r)
                     : "No Messages");
 }
 
+static void render_status_detail(const json_t *r);
+
 static void render_status(const json_t *r)
 {
     static const char *const cols[] = {"reset", "uptime", "lifetime"};
@@ -244,8 +246,154 @@ static void render_status(const json_t *r)
     }
     printf("\n%-*s%*s\n", LABEL_WIDTH, "Gauges:", VALUE_WIDTH, "Current");
     print_rows(status_gauge_rows, NROWS(status_gauge_rows), json_object_get(r, "gauges"), NULL, 0);
+    if (json_object_get(r, "rates") != NULL)
+        render_status_detail(r);
     if (!json_is_true(json_object_get(r, "lifetime_persisted")))
         printf("\nLifetime counters are not kept across restarts yet: Lifetime = Uptime.\n");
+}
+
+/* status detail: Rates (events per hour) and the system Gauges. */
+static void render_status_detail(const json_t *r)
+{
+    static const struct row rate_rows[] = {
+        {5, "Messages Received", "messages_received"},
+        {5, "Recipients Received", "recipients_received"},
+        {5, "Soft Bounced Events", "soft_bounced"},
+        {5, "Completed Recipients", "completed"},
+        {5, "Hard Bounced Recipients", "hard_bounced"},
+        {5, "Delivered Recipients", "delivered"},
+    };
+    static const char *const cols[] = {"1m", "5m", "15m"};
+    const json_t *sys = json_object_get(r, "system"), *t;
+    size_t i;
+    char num[40];
+    printf("\n%-*s%*s%*s%*s\n", LABEL_WIDTH, "Rates (Events Per Hour):", VALUE_WIDTH, "1-Minute",
+           VALUE_WIDTH, "5-Minutes", VALUE_WIDTH, "15-Minutes");
+    print_rows(rate_rows, NROWS(rate_rows), json_object_get(r, "rates"), cols, 3);
+    printf("\n%-*s%*s\n", LABEL_WIDTH, "System Gauges:", VALUE_WIDTH, "Current");
+    printf("  %-*s%*.0f%%\n", LABEL_WIDTH - 2, "RAM Utilization", VALUE_WIDTH - 1,
+           json_number_value(json_object_get(sys, "ram_pct")));
+    printf("     %-*s%*s\n", LABEL_WIDTH - 5, "Resident Set (KB)", VALUE_WIDTH,
+           fmt_num(jint(sys, "rss_kb"), num, sizeof(num)));
+    printf("  %-*s%*.0f%%\n", LABEL_WIDTH - 2, "CPU Utilization (Total)", VALUE_WIDTH - 1,
+           json_number_value(json_object_get(sys, "cpu_pct")));
+    json_array_foreach(json_object_get(sys, "cpu_threads"), i, t)
+        printf("     %-*s%*.0f%%\n", LABEL_WIDTH - 5, jstr(t, "name", "?"), VALUE_WIDTH - 1,
+               json_number_value(json_object_get(t, "cpu_pct")));
+    printf("  %-*s%*s\n", LABEL_WIDTH - 2, "Disk I/O (bytes/s)", VALUE_WIDTH, "");
+    printf("     %-*s%*s\n", LABEL_WIDTH - 5, "Read", VALUE_WIDTH,
+           fmt_num((json_int_t)json_number_value(json_object_get(sys, "disk_read_bps")), num,
+                   sizeof(num)));
+    printf("     %-*s%*s\n", LABEL_WIDTH - 5, "Write", VALUE_WIDTH,
+           fmt_num((json_int_t)json_number_value(json_object_get(sys, "disk_write_bps")), num,
+                   sizeof(num)));
+    printf("  %-*s%*s\n", LABEL_WIDTH - 2, "Resource Conservation", VALUE_WIDTH,
+           fmt_num(jint(sys, "resource_conservation"), num, sizeof(num)));
+    printf("  %-*s%*s\n", LABEL_WIDTH - 2, "Kilobytes Used", VALUE_WIDTH,
+           fmt_num(jint(sys, "queue_kb_used"), num, sizeof(num)));
+    printf("  %-*s%*s\n", LABEL_WIDTH - 2, "Kilobytes Free", VALUE_WIDTH,
+           fmt_num(jint(sys, "queue_kb_free"), num, sizeof(num)));
+}
+
+static void render_trace(const json_t *r)
+{
+    const json_t *lk = json_object_get(r, "lookups"), *ptr = json_object_get(lk, "ptr");
+    const json_t *rep = json_object_get(lk, "reputation"), *d = json_object_get(r, "decision");
+    const json_t *p = json_object_get(r, "params"), *env = json_object_get(r, "envelope"), *x;
+    size_t i;
+    char num[40];
+    printf("Trace of %s on listener %s\n\n", jstr(r, "ip", "?"), jstr(r, "listener", "?"));
+    printf("Lookups (total %.1f ms):\n", json_number_value(json_object_get(lk, "total_ms")));
+    printf("  PTR: %s%s%s (%.1f ms)\n", jstr(ptr, "status", "?"),
+           json_is_string(json_object_get(ptr, "name")) ? " " : "", jstr(ptr, "name", ""),
+           json_number_value(json_object_get(ptr, "ms")));
+    printf("  Forward lookup: %s (%.1f ms)\n",
+           json_is_true(json_object_get(ptr, "verified")) ? "verified" : "not verified",
+           json_number_value(json_object_get(json_object_get(lk, "forward"), "ms")));
+    printf("  Reputation (SBRS): %s (%.1f ms)\n", jstr(rep, "sbrs", "?"),
+           json_number_value(json_object_get(rep, "ms")));
+    json_array_foreach(json_object_get(rep, "lists"), i, x)
+        printf("    %s: %s\n", jstr(x, "zone", "?"),
+               !json_is_true(json_object_get(x, "answered")) ? "no answer"
+               : json_is_true(json_object_get(x, "listed"))  ? "listed"
+                                                             : "not listed");
+    printf("\nSender group: %s (match %s)\n", jstr(d, "group", "None"), jstr(d, "member", "?"));
+    printf("Policy: %s\nAccess rule: %s%s\n\n", jstr(d, "policy", "?"), jstr(d, "access", "?"),
+           json_is_true(json_object_get(p, "reject_at_rcpt")) ? " (delayed rejection at RCPT)"
+                                                              : "");
+    printf("Parameters:\n");
+    printf("  Max message size:             %s bytes\n",
+           fmt_num(jint(p, "max_message_size"), num, sizeof(num)));
+    printf("  Max concurrent conns per IP:  %lld\n",
+           (long long)jint(p, "max_concurrent_connections"));
+    printf("  Max messages per connection:  %lld\n",
+           (long long)jint(p, "max_messages_per_connection"));
+    printf("  Max recipients per message:   %lld\n",
+           (long long)jint(p, "max_recipients_per_message"));
+    if (jint(p, "max_recipients_per_hour") > 0)
+        printf("  Max recipients per hour:      %lld\n",
+               (long long)jint(p, "max_recipients_per_hour"));
+    else
+        printf("  Max recipients per hour:      unlimited\n");
+    printf("  Banner:                       %s\n", jstr(p, "banner", "?"));
+    printf("  TLS:                          %s\n", jstr(p, "tls", "?"));
+    if ((x = json_object_get(env, "sender")) != NULL)
+        printf("\nSender <%s>: %s (%s)\n", jstr(x, "address", ""),
+               json_is_true(json_object_get(x, "accepted")) ? "accepted" : "refused",
+               jstr(x, "reason", ""));
+    if ((x = json_object_get(env, "recipient")) != NULL)
+        printf("Recipient <%s>: %s (%s)\n", jstr(x, "address", ""),
+               json_is_true(json_object_get(x, "accepted")) ? "accepted" : "refused",
+               jstr(x, "reason", ""));
+}
+
+static void render_smtpping(const json_t *r)
+{
+    const json_t *a, *tls = json_object_get(r, "tls");
+    size_t i;
+    printf("smtpping %s port %lld\n", jstr(r, "host", "?"), (long long)jint(r, "port"));
+    json_array_foreach(json_object_get(r, "dns"), i, a)
+    {
+        const json_t *rec;
+        size_t k;
+        printf("DNS %s %s: %s (%.1f ms%s)", jstr(a, "type", "?"), jstr(a, "name", "?"),
+               jstr(a, "status", "?"), json_number_value(json_object_get(a, "elapsed_ms")),
+               json_is_true(json_object_get(a, "from_cache")) ? ", cached" : "");
+        json_array_foreach(json_object_get(a, "records"), k, rec)
+            printf("%s %s", k ? "," : "", json_string_value(rec));
+        printf("\n");
+    }
+    if (json_is_string(json_object_get(r, "mx")))
+        printf("Using MX host: %s\n", jstr(r, "mx", "?"));
+    if (json_is_string(json_object_get(r, "address")))
+        printf("Connecting to %s port %lld\n", jstr(r, "address", "?"), (long long)jint(r, "port"));
+    if (json_is_integer(json_object_get(r, "connect_ms")))
+        printf("Connect time: %lld ms\n", (long long)jint(r, "connect_ms"));
+    if (json_is_string(json_object_get(r, "banner"))) {
+        printf("Banner delay: %lld ms\n", (long long)jint(r, "banner_ms"));
+        printf("Banner: %s\n", jstr(r, "banner", ""));
+    }
+    if (json_is_string(json_object_get(r, "ehlo")) && *jstr(r, "ehlo", ""))
+        printf("EHLO: %s\n", jstr(r, "ehlo", ""));
+    if (json_is_object(tls))
+        printf("STARTTLS: %s %s\n", jstr(tls, "version", "?"), jstr(tls, "cipher", "?"));
+    else if (json_object_get(r, "starttls_offered") != NULL)
+        printf("STARTTLS: %s\n", json_is_true(json_object_get(r, "starttls_offered"))
+                                     ? "offered, not negotiated"
+                                     : "not offered");
+    if (json_is_string(json_object_get(r, "mail")))
+        printf("MAIL FROM:<>: %s\n", jstr(r, "mail", ""));
+    if (json_is_string(json_object_get(r, "rcpt")))
+        printf("RCPT TO:<%s>: %s\n", jstr(r, "rcpt_to", ""), jstr(r, "rcpt", ""));
+    if (json_is_string(json_object_get(r, "firewall")))
+        printf("Warning: %s%s%s\n",
+               json_is_true(json_object_get(r, "masked_banner")) ? "masked banner; " : "",
+               json_is_true(json_object_get(r, "masked_ehlo")) ? "masked EHLO keywords; " : "",
+               jstr(r, "firewall", ""));
+    if (json_is_string(json_object_get(r, "error")))
+        printf("Failed at %s\n", jstr(r, "error", ""));
+    else
+        printf("Test transaction ended with RSET and QUIT (no DATA sent).\n");
 }
 
 static void render_message(const json_t *r)
@@ -454,7 +602,110 @@ static void render_tail(const json_t *r)
         printf("%s\n", json_string_value(line));
 }
 
+/* MID  Size  Attempts  Sender  Recipient  Destination  State  Next attempt */
+static void render_showrecipients(const json_t *r)
+{
+    const json_t *list = json_object_get(r, "recipients"), *x;
+    size_t i;
+    char t[64], num[40];
+    print_as_of(r);
+    print_field("Selection:", jstr(r, "selection", "all"));
+    print_field("Recipients:", fmt_num(jint(r, "count"), num, sizeof(num)));
+    if (json_array_size(list) == 0)
+        return;
+    printf("\n%-10s %10s %8s  %-28s %-28s %-24s %-8s %s\n", "MID", "Size", "Attempts", "Sender",
+           "Recipient", "Destination", "State", "Next attempt");
+    json_array_foreach(list, i, x)
+    {
+        const char *sender = jstr(x, "sender", "");
+        printf("%-10lld %10s %8lld  %-28s %-28s %-24s %-8s %s\n", (long long)jint(x, "mid"),
+               fmt_num(jint(x, "size"), num, sizeof(num)), (long long)jint(x, "attempts"),
+               sender[0] ? sender : "<>", jstr(x, "recipient", ""), jstr(x, "destination", ""),
+               jstr(x, "state", ""),
+               fmt_time(json_object_get(x, "next_attempt"), "now", t, sizeof(t)));
+    }
+    if (json_is_true(json_object_get(r, "truncated")))
+        printf("(only the first %zu are listed)\n", json_array_size(list));
+}
+
+static void render_showmessage(const json_t *r)
+{
+    const json_t *x;
+    size_t i;
+    char t[64], num[40];
+    const char *sender = jstr(r, "sender", "");
+    printf("MID %lld (ICID %lld)%s\n", (long long)jint(r, "mid"), (long long)jint(r, "icid"),
+           json_is_true(json_object_get(r, "dsn")) ? ", a DSN generated here" : "");
+    print_field("Sender:", sender[0] ? sender : "<>");
+    print_field("Received:", fmt_time(json_object_get(r, "received"), "?", t, sizeof(t)));
+    print_field("Client IP:", jstr(r, "client_ip", ""));
+    print_field("HELO:", jstr(r, "helo", ""));
+    print_field("Listener:", jstr(r, "listener", ""));
+    print_field("Size:", fmt_num(jint(r, "size"), num, sizeof(num)));
+    print_field("Message-ID:", jstr(r, "message_id", ""));
+    print_field("Subject:", jstr(r, "subject", ""));
+    printf("Recipients:\n");
+    json_array_foreach(json_object_get(r, "recipients"), i, x)
+    {
+        printf("  [%lld] %s  state %s, %lld attempt(s), next %s\n", (long long)jint(x, "rid"),
+               jstr(x, "recipient", ""), jstr(x, "state", "?"), (long long)jint(x, "attempts"),
+               fmt_time(json_object_get(x, "next_attempt"), "now", t, sizeof(t)));
+        if (json_is_string(json_object_get(x, "last_error")))
+            printf("      last error: %s\n", jstr(x, "last_error", ""));
+    }
+}
+
+static void render_delivery(const json_t *r)
+{
+    const char *host = jstr(r, "host", "all");
+    bool on = json_is_true(json_object_get(r, "suspended"));
+    if (strcmp(host, "all") == 0)
+        printf("Delivery %s for all destinations.\n", on ? "suspended" : "resumed");
+    else
+        printf("Delivery %s for %s.\n", on ? "suspended" : "resumed", host);
+    if (json_is_string(json_object_get(r, "message")))
+        printf("%s\n", jstr(r, "message", ""));
+}
+
+static void render_listeners(const json_t *r)
+{
+    const json_t *x;
+    size_t i;
+    json_array_foreach(json_object_get(r, "listeners"), i, x)
+        printf("%-24s %s:%lld  %s\n", jstr(x, "name", "?"), jstr(x, "address", "?"),
+               (long long)jint(x, "port"),
+               json_is_true(json_object_get(x, "suspended")) ? "suspended" : "accepting");
+}
+
 /* ---- argument parsers -------------------------------------------------- */
+
+/* [host DOMAIN | sender ADDRESS | all]; required unless the command shows. */
+static bool parse_select_words(int argc, char **argv, json_t *args, char *err, size_t errlen,
+                               bool required)
+{
+    if (argc == 0 && !required)
+        return true;
+    if (argc == 1 && strcmp(argv[0], "all") == 0) {
+        json_object_set_new(args, "all", json_true());
+        return true;
+    }
+    if (argc == 2 && (strcmp(argv[0], "host") == 0 || strcmp(argv[0], "sender") == 0)) {
+        json_object_set_new(args, argv[0], json_string(argv[1]));
+        return true;
+    }
+    snprintf(err, errlen, "select with: host DOMAIN | sender ADDRESS | all");
+    return false;
+}
+
+static bool parse_show_select(int argc, char **argv, json_t *args, char *err, size_t errlen)
+{
+    return parse_select_words(argc, argv, args, err, errlen, false);
+}
+
+static bool parse_select(int argc, char **argv, json_t *args, char *err, size_t errlen)
+{
+    return parse_select_words(argc, argv, args, err, errlen, true);
+}
 
 static bool is_dns_type(const char *s)
 {
@@ -497,17 +748,224 @@ static bool parse_dig(int argc, char **argv, json_t *args, char *err, size_t err
     return true;
 }
 
+/* status [detail] */
+static bool parse_status(int argc, char **argv, json_t *args, char *err, size_t errlen)
+{
+    if (argc == 0)
+        return true;
+    if (argc == 1 && strcmp(argv[0], "detail") == 0) {
+        json_object_set_new(args, "detail", json_true());
+        return true;
+    }
+    return snprintf(err, errlen, "usage: status [detail]"), false;
+}
+
+/* trace IP [SENDER [RECIPIENT]] [--listener NAME] */
+static bool parse_trace(int argc, char **argv, json_t *args, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"ip", "sender", "recipient"};
+    size_t nwords = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--listener") == 0 || strcmp(argv[i], "-l") == 0) {
+            if (++i >= argc)
+                return snprintf(err, errlen, "--listener needs a name"), false;
+            json_object_set_new(args, "listener", json_string(argv[i]));
+        } else if (nwords < NROWS(keys)) {
+            json_object_set_new(args, keys[nwords++], json_string(argv[i]));
+        } else {
+            return snprintf(err, errlen, "too many arguments"), false;
+        }
+    }
+    if (nwords == 0)
+        return snprintf(err, errlen, "missing IP address"), false;
+    return true;
+}
+
+/* ---- smtproutes ------------------------------------------------------------ */
+
+/* The Destination Hosts cells of one route, after the domain column. */
+static void render_route_hosts(const json_t *route)
+{
+    const char *kind = jstr(route, "kind", "");
+    const json_t *h;
+    size_t i;
+    if (strcmp(kind, "usedns") == 0 || strcmp(kind, "devnull") == 0) {
+        printf("%s\n", strcmp(kind, "usedns") == 0 ? "USEDNS" : "/dev/null");
+        return;
+    }
+    json_array_foreach(json_object_get(route, "hosts"), i, h)
+        printf("%*s%-10lld%-42s%lld\n", i ? 32 : 0, "", (long long)jint(h, "priority"),
+               jstr(h, "host", "?"), (long long)jint(h, "port"));
+}
+
+static void render_route_table(const json_t *routes)
+{
+    const json_t *r;
+    size_t i;
+    if (json_array_size(routes) == 0) {
+        printf("No SMTP routes (delivery by MX records).\n");
+        return;
+    }
+    printf("%-32s%s\n%-32s%-10s%-42s%s\n", "Receiving Domain", "Destination Hosts", "", "Priority",
+           "Destination", "Port");
+    printf("%-32s%-10s%-42s%s\n", "----------------", "--------", "-----------", "----");
+    json_array_foreach(routes, i, r)
+    {
+        printf("%-31s ", jstr(r, "domain", "?"));
+        render_route_hosts(r);
+    }
+}
+
+static void render_smtproutes(const json_t *r)
+{
+    const char *action = jstr(r, "action", "print");
+    static const char *const done[][2] = {
+        {"new", "added"}, {"edit", "changed"}, {"delete", "deleted"}};
+    if (strcmp(action, "print") == 0) {
+        render_route_table(json_object_get(r, "routes"));
+        return;
+    }
+    for (size_t i = 0; i < NROWS(done); i++)
+        if (strcmp(action, done[i][0]) == 0)
+            printf("SMTP route for %s %s.\n", jstr(r, "domain", "?"), done[i][1]);
+    if (json_is_object(json_object_get(r, "route"))) {
+        json_t *one = json_pack("[O]", json_object_get(r, "route"));
+        render_route_table(one);
+        json_decref(one);
+    }
+    printf("Saved to %s (the previous file is %s.bak) and applied.\n", jstr(r, "file", "?"),
+           jstr(r, "file", "?"));
+}
+
+/* smtproutes [print] | new|edit DOMAIN HOST[:PORT][/PRIORITY]... | delete DOMAIN */
+static bool parse_smtproutes(int argc, char **argv, json_t *args, char *err, size_t errlen)
+{
+    const char *action = argc > 0 ? argv[0] : "print";
+    bool hosts = strcmp(action, "new") == 0 || strcmp(action, "edit") == 0;
+    json_object_set_new(args, "action", json_string(action));
+    if (strcmp(action, "print") == 0)
+        return argc <= 1 || (snprintf(err, errlen, "print takes no arguments"), false);
+    if (!hosts && strcmp(action, "delete") != 0)
+        return snprintf(err, errlen, "unknown subcommand '%s'", action), false;
+    if (argc < 2 || (hosts && argc < 3))
+        return snprintf(err, errlen, "%s needs a domain%s", action, hosts ? " and hosts" : ""),
+               false;
+    if (!hosts && argc > 2)
+        return snprintf(err, errlen, "too many arguments"), false;
+    json_object_set_new(args, "domain", json_string(argv[1]));
+    if (hosts) {
+        json_t *list = json_array();
+        for (int i = 2; i < argc; i++)
+            json_array_append_new(list, json_string(argv[i]));
+        json_object_set_new(args, "hosts", list);
+    }
+    return true;
+}
+
+/* Commands destructive only with one "action" argument (the rest of such a
+ * command only reads). */
+static bool action_destructive(const char *cmd, const json_t *args)
+{
+    static const char *const rows[][2] = {{"smtproutes", "delete"}};
+    for (size_t i = 0; i < NROWS(rows); i++)
+        if (strcmp(cmd, rows[i][0]) == 0 && strcmp(jstr(args, "action", ""), rows[i][1]) == 0)
+            return true;
+    return false;
+}
+
+/* ---- findevent ------------------------------------------------------------ */
+
+/* findevent KEY VALUE... [--since T] [--until T] [--limit N]; the words
+ * after KEY are joined with spaces (a subject). */
+static bool parse_findevent(int argc, char **argv, json_t *args, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"mid", "message_id", "sender", "rcpt", "subject", "ip"};
+    static const char *const opts[] = {"--since", "--until", "--limit"};
+    char value[1024] = "";
+    size_t vlen = 0;
+    for (int i = 0; i < argc; i++) {
+        size_t o = 0;
+        while (o < NROWS(opts) && strcmp(argv[i], opts[o]) != 0)
+            o++;
+        if (o < NROWS(opts)) {
+            if (++i >= argc)
+                return snprintf(err, errlen, "%s needs a value", opts[o]), false;
+            json_object_set_new(args, opts[o] + 2,
+                                o == 2 ? json_integer(atoll(argv[i])) : json_string(argv[i]));
+        } else if (!json_object_get(args, "by")) {
+            size_t k = 0;
+            while (k < NROWS(keys) && strcmp(argv[i], keys[k]) != 0)
+                k++;
+            if (k == NROWS(keys))
+                return snprintf(err, errlen,
+                                "unknown key '%s': mid, message_id, sender, rcpt, "
+                                "subject or ip",
+                                argv[i]),
+                       false;
+            json_object_set_new(args, "by", json_string(keys[k]));
+        } else {
+            vlen += (size_t)snprintf(value + vlen, sizeof(value) - vlen, "%s%s", vlen ? " " : "",
+                                     argv[i]);
+            if (vlen >= sizeof(value))
+                return snprintf(err, errlen, "value too long"), false;
+        }
+    }
+    if (!json_object_get(args, "by") || vlen == 0)
+        return snprintf(err, errlen, "usage: findevent KEY VALUE [--since T] [--until T]"), false;
+    json_object_set_new(args, "value", json_string(value));
+    return true;
+}
+
+static void render_findevent_msg(const json_t *m)
+{
+    printf("MID %lld  ICID %lld  client %s  from <%s>\n", (long long)jint(m, "mid"),
+           (long long)jint(m, "icid"), jstr(m, "client_ip", "unknown"), jstr(m, "sender", ""));
+    if (json_is_string(json_object_get(m, "message_id")))
+        printf("  Message-ID: %s\n", jstr(m, "message_id", ""));
+    if (json_is_string(json_object_get(m, "subject")))
+        printf("  Subject: %s\n", jstr(m, "subject", ""));
+    size_t i;
+    const json_t *v;
+    json_array_foreach(json_object_get(m, "recipients"), i, v)
+        printf("  To: <%s>\n", json_string_value(v));
+    json_array_foreach(json_object_get(m, "events"), i, v)
+        printf("  %s %s\n", jstr(v, "time", ""), jstr(v, "text", ""));
+}
+
+static void render_findevent(const json_t *r)
+{
+    const json_t *msgs = json_object_get(r, "messages");
+    size_t i;
+    const json_t *m;
+    if (json_array_size(msgs) == 0) {
+        printf("No matching messages.\n");
+        return;
+    }
+    json_array_foreach(msgs, i, m)
+    {
+        if (i > 0)
+            printf("\n");
+        render_findevent_msg(m);
+    }
+    if (json_is_true(json_object_get(r, "truncated")))
+        printf("\n(only the newest %zu messages; narrow the search with --since/--until)\n",
+               json_array_size(msgs));
+}
+
 /* ---- the command table --------------------------------------------------- */
 
 static const struct cli_cmd commands[] = {
-    {"status", "status", "counters and gauges of the whole gateway",
+    {"status", "status [detail]", "counters and gauges of the whole gateway",
      "Counters (Reset, Uptime and Lifetime columns): messages and recipients received,\n"
      "rejected recipients, soft bounce events, completed recipients split into hard\n"
      "bounces (DNS, 5XX, Filter, Expired, Other), delivered and deleted; the current\n"
      "MID, ICID and DCID. Gauges: inbound and outbound connections, active, unattempted\n"
      "and attempted recipients, work queue, destinations in memory. Lifetime equals\n"
-     "Uptime until counters are kept across restarts.",
-     false, ARG_NONE, NULL, false, NULL, render_status},
+     "Uptime until counters are kept across restarts. \"status detail\" adds Rates\n"
+     "(events per hour over the last 1, 5 and 15 minutes) and system gauges: RAM and\n"
+     "CPU (total and per thread: main loop, spool worker), disk I/O, Resource\n"
+     "Conservation, kilobytes used and free on the spool filesystem.",
+     false, ARG_NONE, NULL, false, parse_status, render_status},
     {"resetcounters", "resetcounters", "restart the Reset column from zero",
      "Remember every counter's value now; from then on the Reset column of status and\n"
      "the counters of hoststatus and tophosts count from zero. Uptime is untouched.\n"
@@ -531,10 +989,52 @@ static const struct cli_cmd commands[] = {
      "Every recipient waiting for a retry (of DOMAIN, or of all domains) is tried now;\n"
      "the retry schedule starts over from the next failure.",
      false, ARG_OPTIONAL, "host", false, NULL, render_delivernow},
-    {"workqueue", "workqueue [status]", "work queue status",
+    {"workqueue", "workqueue [status|pause|resume]", "work queue status; pause/resume delivery",
      "Status of the work queue (messages received but not yet in the delivery queue).\n"
-     "Postern hands messages to delivery as soon as they are stored, so it is empty.",
+     "Postern hands messages to delivery as soon as they are stored, so it is empty.\n"
+     "pause and resume do what suspenddel and resumedel without a domain do.",
      false, ARG_OPTIONAL, "action", false, NULL, render_workqueue},
+    {"showrecipients", "showrecipients [host DOMAIN | sender ADDRESS | all]",
+     "list queued recipients",
+     "Every queued recipient (or those of one recipient domain, or of one envelope\n"
+     "sender; <> for the null sender): MID, size, attempts, sender, recipient,\n"
+     "destination, state (ready, waiting, active = being delivered) and next attempt.",
+     false, ARG_NONE, NULL, false, parse_show_select, render_showrecipients},
+    {"deleterecipients", "deleterecipients (host DOMAIN | sender ADDRESS | all)",
+     "remove queued recipients, no bounce",
+     "Remove the selected recipients from the queue and the spool without a DSN; they\n"
+     "count as Deleted Recipients. Recipients being delivered right now are skipped\n"
+     "(and counted). Destructive: asks for confirmation (or --yes).",
+     true, ARG_NONE, NULL, false, parse_select, render_message},
+    {"bouncerecipients", "bouncerecipients (host DOMAIN | sender ADDRESS | all)",
+     "hard-bounce queued recipients now",
+     "Bounce the selected recipients now (status 5.0.0, \"bounced by operator\"): a DSN\n"
+     "goes to each sender, and they count as Other Hard Bounces. Recipients being\n"
+     "delivered right now are skipped (and counted). Destructive.",
+     true, ARG_NONE, NULL, false, parse_select, render_message},
+    {"redirectrecipients", "redirectrecipients HOST[:PORT] | clear", "send all mail to one host",
+     "From now on every delivery, of every destination, goes to HOST (port 25 unless\n"
+     "given), and waiting mail is retried now. Lasts until 'redirectrecipients clear'\n"
+     "or a restart. Destructive.",
+     true, ARG_REQUIRED, "host", false, NULL, render_message},
+    {"showmessage", "showmessage MID", "the envelope of one stored message",
+     "Sender, recipients with their states, received time, client IP, HELO, listener,\n"
+     "size, Message-ID and Subject of a message still in the spool.",
+     false, ARG_REQUIRED, "mid", true, NULL, render_showmessage},
+    {"suspenddel", "suspenddel [DOMAIN]", "stop starting deliveries",
+     "No new delivery starts (to any destination, or to DOMAIN); connections finish\n"
+     "their current message. Mail stays queued. Until resumedel or a restart.",
+     false, ARG_OPTIONAL, "host", false, NULL, render_delivery},
+    {"resumedel", "resumedel [DOMAIN]", "start deliveries again",
+     "Without DOMAIN: lift every delivery suspension. With DOMAIN: that domain's own.", false,
+     ARG_OPTIONAL, "host", false, NULL, render_delivery},
+    {"suspendlistener", "suspendlistener [NAME]", "stop accepting on listeners",
+     "Stop accepting connections on listener NAME (default all). Sessions in progress\n"
+     "continue; new connections wait unanswered. Until resumelistener or a restart.",
+     false, ARG_OPTIONAL, "name", false, NULL, render_listeners},
+    {"resumelistener", "resumelistener [NAME]", "accept on listeners again",
+     "Accept connections again on listener NAME (default all).", false, ARG_OPTIONAL, "name", false,
+     NULL, render_listeners},
     {"nslookup", "nslookup NAME|IP", "look up a name (A, AAAA) or an IP (PTR)",
      "Ask the daemon's own resolver (its servers and cache): A and AAAA of a name, or\n"
      "the PTR of an IPv4/IPv6 address, with each record's TTL and the query time.",
@@ -547,6 +1047,44 @@ static const struct cli_cmd commands[] = {
     {"tail", "tail [N]", "the last lines of mail_logs",
      "Print the last N lines (default 20, at most 1000) of the daemon's mail_logs.", false,
      ARG_OPTIONAL, "lines", true, NULL, render_tail},
+    {"smtpping", "smtpping HOST[:PORT]", "test a destination host from the gateway",
+     "Resolve HOST through the daemon's resolver (a name without a port: its MX host\n"
+     "with the lowest preference, if it has MX records), connect (port 25 by default),\n"
+     "and report the connect time, banner delay and text, the EHLO reply, STARTTLS\n"
+     "(version and cipher) when offered, and the replies to MAIL FROM:<> and\n"
+     "RCPT TO:<postmaster@HOST>; then RSET and QUIT, never DATA. A masked banner or\n"
+     "masked EHLO keywords are flagged as a likely SMTP-inspecting firewall.",
+     false, ARG_REQUIRED, "host", false, NULL, render_smtpping},
+    {"trace", "trace IP [SENDER [RECIPIENT]] [--listener NAME]",
+     "the connection decision for a client address",
+     "Run the lookups (PTR, forward confirmation, reputation lists) and the host access\n"
+     "table of a listener (the first one unless --listener) for IP, as a connection\n"
+     "from IP would, without a connection: the sender group and the member that\n"
+     "matched, the mail flow policy, its access rule and effective parameters, the\n"
+     "banner. With SENDER and RECIPIENT, whether MAIL and RCPT would be accepted\n"
+     "(relay domains, RELAY policy, delayed rejection).",
+     false, ARG_NONE, NULL, false, parse_trace, render_trace},
+    {"smtproutes", "smtproutes [print] | new|edit DOMAIN HOST[:PORT][/PRIORITY]... | delete DOMAIN",
+     "print, add, change or delete SMTP routes",
+     "print: every SMTP route: receiving domain and its destination hosts with\n"
+     "priority and port (or USEDNS, /dev/null). new DOMAIN HOST...: add a route for\n"
+     "DOMAIN (exact, .suffix for any subdomain, or ALL); each HOST is\n"
+     "HOST[:PORT][/PRIORITY] (port 25, priority 0 by default; [IPv6]:PORT), or the\n"
+     "single word USEDNS or /dev/null. edit DOMAIN HOST...: replace its hosts.\n"
+     "delete DOMAIN: remove it (destructive: asks, or --yes). A change is validated\n"
+     "like the configuration file, saved to it (previous file kept as FILE.bak;\n"
+     "comments are not kept) and applied at once, like a reload.",
+     false, ARG_NONE, NULL, false, parse_smtproutes, render_smtproutes},
+    {"findevent", "findevent KEY VALUE [--since T] [--until T] [--limit N]",
+     "message tracking: every event of the matching messages",
+     "KEY is mid, message_id, sender, rcpt, subject or ip. Search the tracking\n"
+     "database for messages by MID, Message-ID, envelope sender,\n"
+     "recipient, subject (a case-insensitive substring) or client IP, and print every\n"
+     "mail_logs event of each (connection, envelope, queueing, delivery), newest\n"
+     "message first, at most --limit (default 100). T is relative (30m, 1h, 2d ago) or\n"
+     "ISO 8601 (2026-11-25, 2026-11-25T18:00:00, Z for UTC); a message matches when\n"
+     "any of its events is in the range.",
+     false, ARG_NONE, NULL, false, parse_findevent, render_findevent},
 };
 
 static const struct cli_cmd *cmd_find(const char *name)
@@ -615,10 +1153,10 @@ static json_t *build_args(const struct cli_cmd *c, int argc, char **argv)
 }
 
 /* "Are you sure?" on the terminal; never without one. */
-static bool confirm(const struct cli_cmd *c, bool yes)
+static bool confirm(const struct cli_cmd *c, bool destructive, bool yes)
 {
     char line[64];
-    if (!c->destructive || yes)
+    if (!destructive || yes)
         return true;
     if (!isatty(STDIN_FILENO)) {
         fprintf(stderr,
@@ -800,11 +1338,12 @@ int main(int argc, char **argv)
     json_t *args = build_args(c, nargs, words);
     if (args == NULL)
         return EXIT_USAGE;
-    if (!confirm(c, yes)) {
+    bool destructive = c->destructive || action_destructive(c->name, args);
+    if (!confirm(c, destructive, yes)) {
         json_decref(args);
         return EXIT_USAGE;
     }
-    json_t *resp = ctl_call(path, c->name, args, c->destructive);
+    json_t *resp = ctl_call(path, c->name, args, destructive);
     json_decref(args);
     if (resp == NULL)
         return EXIT_UNREACHABLE;

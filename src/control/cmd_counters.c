@@ -13,9 +13,7 @@
  * resetcounters never touches a live counter: it stores a snapshot and the
  * Reset column is the difference.
  *
- * Postern has no separate work queue yet (no content filters between
- * reception and delivery): a message goes from the SMTP server's durable
- * commit straight to the delivery queue, so the work queue is always empty.
+ * `workqueue` is in cmd_queue.c (its pause/resume suspend delivery).
  */
 #include "control/control_int.h"
 
@@ -97,8 +95,7 @@ void ctl_snapshot_free(struct ctl_snapshot *snap)
     hmap_free(&snap->dests);
 }
 
-/* Totals since the daemon started. */
-static void totals_now(const struct ctl_ctx *ctx, struct ctl_totals *t)
+void ctl_totals_now(const struct ctl_ctx *ctx, struct ctl_totals *t)
 {
     const struct smtp_server_stats *st = smtp_server_stats(ctx->smtp);
     struct dest *d;
@@ -124,7 +121,7 @@ static json_t *status_counters(const struct ctl_ctx *ctx)
 {
     struct ctl_totals now;
     json_t *out = json_object();
-    totals_now(ctx, &now);
+    ctl_totals_now(ctx, &now);
     for (size_t i = 0; i < NTOTALS; i++) {
         uint64_t up = field(&now, i);
         uint64_t reset = ctx->snap.at_ms ? since(up, field(&ctx->snap.totals, i)) : up;
@@ -135,13 +132,7 @@ static json_t *status_counters(const struct ctl_ctx *ctx)
     return out;
 }
 
-/* Queue gauges summed over destinations; oldest_ms of those with mail. */
-struct queue_gauges {
-    uint64_t conn_out, conn_pending, active, unattempted, dests;
-    int64_t oldest_ms;
-};
-
-static void queue_gauges(const struct ctl_ctx *ctx, struct queue_gauges *g)
+void ctl_queue_gauges(const struct ctl_ctx *ctx, struct ctl_queue_gauges *g)
 {
     struct dest *d;
     memset(g, 0, sizeof(*g));
@@ -157,7 +148,7 @@ static void queue_gauges(const struct ctl_ctx *ctx, struct queue_gauges *g)
     }
 }
 
-static json_t *status_gauges(const struct ctl_ctx *ctx, const struct queue_gauges *g)
+static json_t *status_gauges(const struct ctl_ctx *ctx, const struct ctl_queue_gauges *g)
 {
     const struct smtp_server_stats *st = smtp_server_stats(ctx->smtp);
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I}", "conn_in", (json_int_t)st->current,
@@ -170,18 +161,21 @@ static json_t *status_gauges(const struct ctl_ctx *ctx, const struct queue_gauge
 
 enum ctl_status ctl_cmd_status(struct ctl_ctx *ctx, struct ctl_call *call)
 {
-    struct queue_gauges g;
-    queue_gauges(ctx, &g);
+    struct ctl_queue_gauges g;
+    bool detail = json_is_true(json_object_get(call->args, "detail"));
+    ctl_queue_gauges(ctx, &g);
     json_t *ids =
         json_pack("{s:I, s:I, s:I}", "mid", (json_int_t)spool_current_id(ctx->spool, SPOOL_ID_MID),
                   "icid", (json_int_t)spool_current_id(ctx->spool, SPOOL_ID_ICID), "dcid",
                   (json_int_t)spool_current_id(ctx->spool, SPOOL_ID_DCID));
-    call->result =
-        json_pack("{s:o, s:o, s:o, s:s, s:o, s:b, s:o, s:o, s:o}", "as_of",
-                  ctl_json_time(ctl_now_ms()), "up_since", ctl_json_time(ctx->start_ms),
-                  "last_reset", ctl_json_time(ctx->snap.at_ms), "system_status", "Online",
-                  "oldest_message", ctl_json_time(g.oldest_ms), "lifetime_persisted", 0, "counters",
-                  status_counters(ctx), "current_ids", ids, "gauges", status_gauges(ctx, &g));
+    call->result = json_pack("{s:o, s:o, s:o, s:s, s:o, s:b, s:o, s:o, s:o}", "as_of",
+                             ctl_json_time(ctl_now_ms()), "up_since", ctl_json_time(ctx->start_ms),
+                             "last_reset", ctl_json_time(ctx->snap.at_ms), "system_status",
+                             ctl_system_status(ctx), "oldest_message", ctl_json_time(g.oldest_ms),
+                             "lifetime_persisted", 0, "counters", status_counters(ctx),
+                             "current_ids", ids, "gauges", status_gauges(ctx, &g));
+    if (detail)
+        ctl_status_detail(ctx, call->result);
     return CTL_DONE;
 }
 
@@ -190,7 +184,7 @@ enum ctl_status ctl_cmd_resetcounters(struct ctl_ctx *ctx, struct ctl_call *call
     struct dest *d;
     ctl_snapshot_free(&ctx->snap);
     hmap_init(&ctx->snap.dests);
-    totals_now(ctx, &ctx->snap.totals);
+    ctl_totals_now(ctx, &ctx->snap.totals);
     ctx->snap.at_ms = ctl_now_ms();
     for (size_t i = 0; (d = scheduler_dest_next(ctx->sched, &i)) != NULL;) {
         struct dest_counters *c = xmalloc(sizeof(*c));
@@ -199,17 +193,5 @@ enum ctl_status ctl_cmd_resetcounters(struct ctl_ctx *ctx, struct ctl_call *call
     }
     call->result = json_pack("{s:s, s:o}", "message", "Counters reset.", "reset_at",
                              ctl_json_time(ctx->snap.at_ms));
-    return CTL_DONE;
-}
-
-enum ctl_status ctl_cmd_workqueue(struct ctl_ctx *ctx, struct ctl_call *call)
-{
-    const char *action;
-    if (!ctl_arg_string(call, "action", &action))
-        return CTL_ERROR;
-    if (action != NULL && strcmp(action, "status") != 0)
-        return ctl_error(call, "workqueue %s is not implemented yet; try: workqueue status",
-                         action);
-    call->result = json_pack("{s:s, s:i}", "status", "Operational", "messages", 0);
     return CTL_DONE;
 }

@@ -78,10 +78,33 @@ static const struct ctl_cmd commands[] = {
     {"hoststatus", ctl_cmd_hoststatus, 0, "one destination: state, counters, gauges, errors"},
     {"delivernow", ctl_cmd_delivernow, CTL_LOGGED,
      "retry now the waiting recipients of one domain, or all"},
-    {"workqueue", ctl_cmd_workqueue, 0, "work queue status"},
+    {"workqueue", ctl_cmd_workqueue, 0,
+     "work queue status; pause|resume suspend or resume all delivery"},
+    {"showrecipients", ctl_cmd_showrecipients, 0,
+     "queued recipients: all, by recipient host, or by envelope sender"},
+    {"deleterecipients", ctl_cmd_deleterecipients, CTL_DESTRUCTIVE | CTL_LOGGED,
+     "remove queued recipients (by host, sender, or all) without a bounce"},
+    {"bouncerecipients", ctl_cmd_bouncerecipients, CTL_DESTRUCTIVE | CTL_LOGGED,
+     "hard-bounce queued recipients (by host, sender, or all) with a DSN"},
+    {"redirectrecipients", ctl_cmd_redirectrecipients, CTL_DESTRUCTIVE | CTL_LOGGED,
+     "send all queued mail to HOST[:PORT] from now on, or 'clear'"},
+    {"showmessage", ctl_cmd_showmessage, 0, "the stored envelope of one message by MID"},
+    {"suspenddel", ctl_cmd_suspenddel, CTL_LOGGED,
+     "stop starting deliveries (all, or one domain); mail stays queued"},
+    {"resumedel", ctl_cmd_resumedel, CTL_LOGGED, "start deliveries again (all, or one domain)"},
+    {"suspendlistener", ctl_cmd_suspendlistener, CTL_LOGGED,
+     "stop accepting connections on one listener, or all"},
+    {"resumelistener", ctl_cmd_resumelistener, CTL_LOGGED,
+     "accept connections again on one listener, or all"},
     {"nslookup", ctl_cmd_nslookup, 0, "A and AAAA of a name, or PTR of an IP, via the daemon"},
     {"dig", ctl_cmd_dig, 0, "one record type of a name via the daemon's resolver"},
     {"tail", ctl_cmd_tail, 0, "the last lines of mail_logs"},
+    {"trace", ctl_cmd_trace, 0, "the connection decision for a client IP, without a connection"},
+    {"smtpping", ctl_cmd_smtpping, 0,
+     "test a destination: DNS, connect, banner, EHLO, STARTTLS, MAIL and RCPT (no DATA)"},
+    {"smtproutes", ctl_cmd_smtproutes, 0,
+     "print the SMTP routes; new|edit|delete one (saved to the file, applied at once)"},
+    {"findevent", ctl_cmd_findevent, 0, "every event of the messages matching a tracking key"},
     {"help", ctl_cmd_help, 0, "the commands this daemon knows"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -247,7 +270,8 @@ static void conn_dispatch(struct ctl_conn *c, const char *name, const json_t *ar
 {
     struct control *ctl = c->ctl;
     const struct ctl_cmd *cmd = cmd_find(name);
-    struct ctl_call call = {.id = ++ctl->next_id, .args = args};
+    struct ctl_call call = {
+        .id = ++ctl->next_id, .args = args, .confirm = confirm, .uid = (unsigned)c->uid};
     if (cmd == NULL) {
         cmd_unknown(c, name);
         return;
@@ -559,6 +583,7 @@ struct control *control_new(struct event_base *base, const struct config *cfg, c
                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
                                   -1, fd);
     ctl->ctx.ctl = ctl;
+    ctl->ctx.base = base;
     ctl->ctx.start_ms = ctl_now_ms();
     hmap_init(&ctl->ctx.snap.dests);
     return ctl;
@@ -570,7 +595,12 @@ void control_set_modules(struct control *ctl, const struct control_modules *m)
     ctl->ctx.smtp = m->smtp;
     ctl->ctx.resolver = m->resolver;
     ctl->ctx.spool = m->spool;
+    ctl->ctx.listeners = m->listeners;
+    ctl->ctx.rescon = m->rescon;
+    ctl->ctx.tracking = m->tracking;
+    ctl->ctx.apply_config = m->apply_config;
     ctl->ctx.cfg = scheduler_config(m->sched);
+    ctl_stat_start(&ctl->ctx);
     evconnlistener_enable(ctl->evl);
 }
 
@@ -582,6 +612,7 @@ void control_free(struct control *ctl)
     while (ctl->conns != NULL)
         conn_free(ctl->conns);
     evconnlistener_free(ctl->evl);
+    ctl_stat_stop(&ctl->ctx);
     if (lstat(ctl->path, &st) == 0 && st.st_dev == ctl->dev && st.st_ino == ctl->ino)
         unlink(ctl->path);
     ctl_snapshot_free(&ctl->ctx.snap);

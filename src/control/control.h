@@ -38,6 +38,9 @@ struct scheduler;
 struct smtp_server;
 struct resolver;
 struct spool;
+struct listener_set;
+struct rescon;
+struct tracking;
 struct control;
 
 /* What the commands read and act on; the current configuration is always
@@ -47,6 +50,12 @@ struct control_modules {
     struct smtp_server *smtp;
     struct resolver *resolver;
     struct spool *spool;
+    struct listener_set *listeners; /* trace */
+    struct rescon *rescon;          /* status detail, status line */
+    struct tracking *tracking;      /* findevent; NULL = not running */
+    /* smtproutes: apply a new configuration as SIGHUP does; on success it
+     * takes the caller's reference, on failure err says why */
+    int (*apply_config)(struct config *cfg, char *err, size_t errlen);
 };
 
 /* Create the socket at cfg->control_path (creating its directory, removing a

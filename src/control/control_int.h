@@ -1,6 +1,7 @@
 /*
  * control_int: what control.c (socket, framing, dispatch) shares with the
- * command modules (cmd_counters.c, cmd_hosts.c, cmd_dns.c, cmd_log.c).
+ * command modules (cmd_counters.c, cmd_hosts.c, cmd_dns.c, cmd_log.c,
+ * cmd_queue.c).
  *
  * A handler gets the context and one call: its arguments (a JSON object,
  * possibly empty) and where to put the outcome. It returns
@@ -62,6 +63,14 @@ struct ctl_ctx {
     const struct config *cfg; /* the scheduler's, refreshed before each command */
     int64_t start_ms;         /* daemon start (control_new) */
     struct ctl_snapshot snap;
+    struct event_base *base;
+    struct listener_set *listeners; /* trace: the listeners' host access tables */
+    struct rescon *rescon;          /* status detail: Resource Conservation gauge */
+    struct ctl_stat *stat;          /* cmd_status.c: rates ring, sysstat, status line */
+    struct tracking *tracking;      /* cmd_tracking.c: findevent */
+    /* cmd_routes.c: apply a new configuration like SIGHUP (posternd's
+     * daemon_apply_config); takes cfg's reference on success only */
+    int (*apply_config)(struct config *cfg, char *err, size_t errlen);
 };
 
 struct ctl_call {
@@ -71,6 +80,8 @@ struct ctl_call {
     char err[512];               /* CTL_ERROR */
     void *async;                 /* CTL_PENDING: the handler's state ... */
     void (*cancel)(void *async); /* ... and how to drop it without answering */
+    bool confirm;                /* the request said "confirm": true */
+    unsigned uid;                /* the peer's uid, for log lines */
 };
 
 enum ctl_status { CTL_DONE, CTL_ERROR, CTL_PENDING };
@@ -98,6 +109,21 @@ void ctl_dest_counters(const struct ctl_ctx *ctx, const struct dest *d, struct d
 uint64_t ctl_dest_hard(const struct dest_counters *c);
 uint32_t ctl_dest_active(const struct dest *d);
 void ctl_snapshot_free(struct ctl_snapshot *snap);
+/* Totals since the daemon started (cmd_counters.c). */
+void ctl_totals_now(const struct ctl_ctx *ctx, struct ctl_totals *t);
+/* Queue gauges summed over destinations; oldest_ms of those with mail. */
+struct ctl_queue_gauges {
+    uint64_t conn_out, conn_pending, active, unattempted, dests;
+    int64_t oldest_ms;
+};
+void ctl_queue_gauges(const struct ctl_ctx *ctx, struct ctl_queue_gauges *g);
+
+/* cmd_status.c: `status detail` (Rates and system Gauges added to the
+ * status result) and the periodic status line; start once the modules are
+ * set, stop before control_free frees the context. */
+void ctl_status_detail(struct ctl_ctx *ctx, json_t *result);
+void ctl_stat_start(struct ctl_ctx *ctx);
+void ctl_stat_stop(struct ctl_ctx *ctx);
 
 /* ---- handlers (one per command; see control.c's table) ---- */
 
@@ -110,5 +136,22 @@ enum ctl_status ctl_cmd_delivernow(struct ctl_ctx *ctx, struct ctl_call *call);
 enum ctl_status ctl_cmd_nslookup(struct ctl_ctx *ctx, struct ctl_call *call);
 enum ctl_status ctl_cmd_dig(struct ctl_ctx *ctx, struct ctl_call *call);
 enum ctl_status ctl_cmd_tail(struct ctl_ctx *ctx, struct ctl_call *call);
+/* cmd_queue.c */
+enum ctl_status ctl_cmd_showrecipients(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_deleterecipients(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_bouncerecipients(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_redirectrecipients(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_showmessage(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_suspenddel(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_resumedel(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_suspendlistener(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_resumelistener(struct ctl_ctx *ctx, struct ctl_call *call);
+/* "Online", or which of receiving and delivery the operator suspended
+ * (status's System status; cmd_queue.c). */
+const char *ctl_system_status(const struct ctl_ctx *ctx);
+enum ctl_status ctl_cmd_trace(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_findevent(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_smtproutes(struct ctl_ctx *ctx, struct ctl_call *call);
+enum ctl_status ctl_cmd_smtpping(struct ctl_ctx *ctx, struct ctl_call *call);
 
 #endif

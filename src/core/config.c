@@ -1769,6 +1769,8 @@ static const struct cfg_param paths_params[] = {
     P_STRING(struct config, "logs", log_dir, "./var/log", NULL, false, "mail_logs"),
     P_STRING(struct config, "control", control_path, "./var/run/postern.sock", NULL, false,
              "operator control socket (posternctl)"),
+    P_STRING(struct config, "tracking", tracking_path, NULL, NULL, false,
+             "message tracking database; default SPOOL/tracking.db"),
 };
 static const struct cfg_section paths_section = SECTION("paths", paths_params);
 
@@ -2097,6 +2099,16 @@ static const struct cfg_param logging_params[] = {
 };
 static const struct cfg_section logging_section = SECTION("logging", logging_params);
 
+static const struct cfg_param tracking_params[] = {
+    /* Why up to a year: tracking answers "what happened to this mail", a
+     * question asked within days; 0 = keep until max_size. */
+    P_NUM(PT_DURATION, struct config, "max_age", tracking.max_age, "720h", 0, 366 * MS_PER_D,
+          "events older than this are purged; 0 = no limit"),
+    P_NUM(PT_SIZE, struct config, "max_size", tracking.max_size, "1G", 0, 1024 * GIB,
+          "oldest events purged above this; 0 = no limit"),
+};
+static const struct cfg_section tracking_section = SECTION("tracking", tracking_params);
+
 static const struct cfg_param root_params[] = {
     {.key = "hostname",
      .type = PT_STRING,
@@ -2107,6 +2119,7 @@ static const struct cfg_param root_params[] = {
     P_STRING(struct config, "user", user, "postern", check_word, false,
              "user to become after binding; root = stay"),
     P_SECTION("paths", paths_section, NULL),
+    P_SECTION("tracking", tracking_section, "message tracking (docs/tracking.md)"),
     P_LIST(struct config, "relay_domains", relay_domains, nrelay_domains, check_relay_domain,
            "accepted; \".x\" = any subdomain of x"),
     {P_LIST_OF(struct config, "listeners", listeners, nlisteners, struct cfg_listener,

@@ -23,6 +23,10 @@
  *     logs: ./var/log               [./var/log]   mail_logs
  *     control: ./var/run/postern.sock  [./var/run/postern.sock] operator control
  *                                   socket (posternctl); a change needs a restart
+ *     tracking: ./var/spool/t.db    [SPOOL/tracking.db] message tracking database
+ *   tracking:                       (docs/tracking.md)
+ *     max_age: 720h                 [720h = 30 days] events older than this are purged; 0 = none
+ *     max_size: 1G                  [1G] oldest events purged above this; 0 = none
  *   relay_domains: [example.com, .example.org]   [empty] ".x" = any subdomain of x
  *   listeners:                      [one: InboundMail, public, 127.0.0.1:2525]
  *     - name: InboundMail           (required, unique)
@@ -315,9 +319,14 @@ struct config {
     char *user;
     char *spool_dir;
     char *log_dir;
-    char *control_path;   /* paths.control: the control socket */
+    char *control_path;  /* paths.control: the control socket */
+    char *tracking_path; /* paths.tracking: NULL = spool_dir/tracking.db */
+    struct {
+        uint64_t max_age;  /* tracking.max_age: ms; 0 = no limit */
+        uint64_t max_size; /* tracking.max_size: bytes; 0 = no limit */
+    } tracking;
     uint64_t status_interval; /* logging.status_interval: ms between status lines */
-    char **relay_domains; /* lower-cased; a leading '.' means "any subdomain" */
+    char **relay_domains;     /* lower-cased; a leading '.' means "any subdomain" */
     size_t nrelay_domains;
     struct cfg_listener *listeners;
     size_t nlisteners;

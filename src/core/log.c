@@ -27,6 +27,9 @@ static struct {
     size_t len;
     bool hook_armed;
     void (*hook)(void);
+    void (*tap)(void *ctx, const char *line, size_t len);
+    void *tap_ctx;
+    bool in_tap;      /* no recursion when the tap itself logs */
     time_t stamp_sec; /* cache of the formatted timestamp */
     char stamp[40];
     char buf[LOG_BUF_SIZE];
@@ -70,6 +73,12 @@ void maillog_set_stderr(bool on)
 void maillog_set_flush_hook(void (*hook)(void))
 {
     L.hook = hook;
+}
+
+void maillog_set_tap(void (*fn)(void *ctx, const char *line, size_t len), void *ctx)
+{
+    L.tap = fn;
+    L.tap_ctx = ctx;
 }
 
 static void log_write_all(int fd, const char *p, size_t n)
@@ -131,6 +140,13 @@ void maillogv(enum log_level level, const char *fmt, va_list ap)
         maillog_flush();
     memcpy(L.buf + L.len, line, len);
     L.len += len;
+    if (L.tap && !L.in_tap) {
+        /* skip "<stamp> ": the tap sees "Level: text" */
+        size_t skip = (size_t)n - strlen(level_names[level]) - 2;
+        L.in_tap = true;
+        L.tap(L.tap_ctx, line + skip, len - skip - 1);
+        L.in_tap = false;
+    }
     /* Without a loop (startup, -n, tests) every line goes out at once. */
     if (!L.hook) {
         maillog_flush();

@@ -36,6 +36,10 @@ void maillog_flush(void);
 /* Register a callback run whenever a line is buffered and no flush is
  * pending (the daemon uses it to schedule a flush event). */
 void maillog_set_flush_hook(void (*hook)(void));
+/* Register fn to see every line as it is buffered: "Level: text", without
+ * the timestamp and the newline (message tracking feeds on it). A line
+ * logged from inside fn is not passed to fn again. NULL removes it. */
+void maillog_set_tap(void (*fn)(void *ctx, const char *line, size_t len), void *ctx);
 
 /* Escape src[0..len) for a log line into dst (NUL-terminated, truncated to
  * fit dstlen with "..." appended when truncated): printable ASCII and valid

@@ -402,6 +402,18 @@ static void on_mx(void *arg, const struct dns_answer *ans)
 static void conn_resolve(struct conn *c)
 {
     const struct cfg_route *rt = config_route_for(ob_cfg(c), c->d->domain);
+    uint16_t rport;
+    const char *redirect = scheduler_redirect(c->ob->s, &rport);
+    if (redirect != NULL) {
+        /* redirectrecipients: one host for every destination */
+        c->lookups = xcalloc(2, sizeof(*c->lookups));
+        host_add(c, redirect, rport, 0);
+        if (c->lookups_left == 0)
+            lookups_done(c, false);
+        else
+            lookups_start(c);
+        return;
+    }
     if (rt == NULL || rt->kind == ROUTE_USEDNS) {
         c->mx_id = resolver_query(scheduler_resolver(c->ob->s), c->d->domain, DNS_MX, on_mx, c);
         return;
@@ -715,7 +727,8 @@ static void devnull_drain(struct outbound *ob, struct dest *d)
 int outbound_start(struct outbound *ob, struct dest *d)
 {
     const struct cfg_route *rt = config_route_for(scheduler_config(ob->s), d->domain);
-    if (rt && rt->kind == ROUTE_DEVNULL) {
+    uint16_t rport;
+    if (rt && rt->kind == ROUTE_DEVNULL && scheduler_redirect(ob->s, &rport) == NULL) {
         devnull_drain(ob, d);
         return -1;
     }
@@ -743,6 +756,14 @@ struct outbound *outbound_new(struct scheduler *s)
     if (ob->tls == NULL)
         maillog(LOG_WARNING, "Outbound TLS unavailable: %s", err);
     return ob;
+}
+
+void outbound_foreach_active(struct outbound *ob, void (*fn)(void *ctx, const struct q_rcpt *r),
+                             void *ctx)
+{
+    for (const struct conn *c = ob->conns; c != NULL; c = c->next)
+        for (size_t i = 0; i < c->nbatch; i++)
+            fn(ctx, c->batch[i]);
 }
 
 void outbound_abort_all(struct outbound *ob)

@@ -114,6 +114,7 @@ enum cdefer { DEFER_NONE, DEFER_FAIL, DEFER_LOCAL_ERROR };
 struct tx {
     bool active;
     bool pipelined;
+    bool probe; /* stop after RCPT (smtp_client_msg.probe) */
     char *sender;
     char **rcpts;
     size_t nrcpts;
@@ -594,8 +595,13 @@ static void on_ehlo(struct smtp_client *c)
     }
     info_clear_keywords(&c->info);
     c->info.esmtp = true;
-    for (size_t i = 1; i < c->reply.nlines; i++)
+    c->info.ehlo[0] = '\0';
+    for (size_t i = 1; i < c->reply.nlines; i++) {
+        size_t n = strlen(c->info.ehlo);
         ehlo_parse_line(&c->info, smtp_reply_line(&c->reply, i));
+        snprintf(c->info.ehlo + n, sizeof(c->info.ehlo) - n, "%s%s", n ? ", " : "",
+                 smtp_reply_line(&c->reply, i));
+    }
     c->info.masked_ehlo = smtp_reply_masked(&c->reply);
     session_established(c);
 }
@@ -744,7 +750,7 @@ static void on_rcpt(struct smtp_client *c)
         return;
     }
     if (!tx->pipelined) {
-        if (tx->rcpt_ok == 0) {
+        if (tx->rcpt_ok == 0 || tx->probe) {
             tx_abandon(c, SC_RCPT);
             return;
         }
@@ -1208,7 +1214,8 @@ void smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
     client_cmd(c, "MAIL FROM:<%s>%s%s%s", tx->sender, size,
                msg->body_8bit && c->info.eightbitmime ? " BODY=8BITMIME" : "",
                msg->smtputf8 ? " SMTPUTF8" : "");
-    tx->pipelined = c->info.pipelining;
+    tx->probe = msg->probe;
+    tx->pipelined = c->info.pipelining && !msg->probe;
     if (tx->pipelined) {
         /* RFC 2920: MAIL, every RCPT and DATA in one group */
         while (tx->rcpt_sent < tx->nrcpts)

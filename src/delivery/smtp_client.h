@@ -82,6 +82,8 @@ struct smtp_client_info {
     char tls_version[32];
     char tls_cipher[64];
     char banner[512];          /* first banner line text, for logs/smtpping */
+    char ehlo[512];            /* the EHLO reply's lines after the first, as
+                                  sent, separated by ", " (smtpping) */
     bool masked_banner;        /* banner looks rewritten by an inspecting firewall */
     bool masked_ehlo;          /* EHLO keywords masked (XXXXXXXA) */
     uint64_t connect_ms;       /* time to connect */
@@ -122,6 +124,9 @@ struct smtp_client_msg {
                          copied: valid until done()/failed() */
     int body_fd;      /* else a file descriptor read from offset 0; the client dups it
                          (-1 with body NULL: an empty body) */
+    bool probe;       /* smtpping: stop after the RCPT replies (never DATA):
+                         commands one at a time, then RSET, and done() with
+                         stage SC_RCPT (SC_MAIL if MAIL was refused) */
 };
 
 /* Outcome of one transaction (ops->done). */

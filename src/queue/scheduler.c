@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,7 @@ struct finished {
     char *diagnostic;
     char *remote;
     int64_t when_ms;
+    bool by_operator; /* bouncerecipients: our words in the DSN */
     struct finished *next;
 };
 
@@ -67,6 +69,11 @@ struct scheduler {
     struct spool_txn *txn;
     struct finished *finished, **finished_tail;
     bool stopping;
+    /* operator commands (scheduler.h): suspenddel, redirectrecipients */
+    bool suspend_all;
+    struct hmap suspended; /* domain -> its own copy (char *) */
+    char *redirect_host;   /* or NULL */
+    uint16_t redirect_port;
 };
 
 static int64_t now_ms(void)
@@ -176,9 +183,14 @@ static const struct cfg_bounce_profile *dest_profile(struct scheduler *s, const 
     return p ? p : &s->cfg->bounce_profiles[0];
 }
 
+static bool dest_suspended(const struct scheduler *s, const struct dest *d)
+{
+    return s->suspend_all || hmap_get(&s->suspended, d->domain, strlen(d->domain)) != NULL;
+}
+
 void scheduler_kick(struct scheduler *s, struct dest *d)
 {
-    if (s->stopping)
+    if (s->stopping || dest_suspended(s, d))
         return;
     uint32_t limit = config_dest_control_for(s->cfg, d->domain)->max_connections;
     /* Slow start: at most one connection on its way up per destination.
@@ -306,7 +318,7 @@ size_t scheduler_take(struct scheduler *s, struct dest *d, struct q_rcpt **out, 
 {
     struct q_rcpt *first = TAILQ_FIRST(&d->ready), *r, *next;
     size_t n = 0;
-    if (first == NULL || max == 0)
+    if (first == NULL || max == 0 || dest_suspended(s, d))
         return 0;
     for (r = first; r && n < max; r = next) {
         next = TAILQ_NEXT(r, link);
@@ -346,7 +358,8 @@ static int64_t backoff_ms(const struct cfg_bounce_profile *p, uint32_t attempts)
     return (int64_t)(wait < p->max_retry ? wait : p->max_retry);
 }
 
-static void rcpt_finish(struct scheduler *s, struct q_rcpt *r, const struct q_result *res)
+static struct finished *rcpt_finish(struct scheduler *s, struct q_rcpt *r,
+                                    const struct q_result *res)
 {
     struct finished *f = xcalloc(1, sizeof(*f));
     f->r = r;
@@ -358,6 +371,7 @@ static void rcpt_finish(struct scheduler *s, struct q_rcpt *r, const struct q_re
     *s->finished_tail = f;
     s->finished_tail = &f->next;
     flush_schedule(s);
+    return f;
 }
 
 static void rcpt_defer(struct scheduler *s, struct q_rcpt *r, const struct q_result *res)
@@ -500,7 +514,7 @@ static struct dsn_pending *dsn_build(struct scheduler *s, struct q_msg *m, struc
             .status = f[i]->status[0] ? f[i]->status : "5.0.0",
             .remote_mta = f[i]->remote,
             .diagnostic = f[i]->diagnostic,
-            .reason = "delivery failed permanently",
+            .reason = f[i]->by_operator ? "bounced by operator" : "delivery failed permanently",
             .last_attempt_ms = f[i]->when_ms,
         };
     }
@@ -682,6 +696,163 @@ void scheduler_deliver_now(struct scheduler *s, const char *domain)
     on_timer(-1, 0, s);
 }
 
+/* ---- operator commands ---------------------------------------------------------- */
+
+void scheduler_foreach_rcpt(struct scheduler *s, scheduler_rcpt_fn fn, void *ctx)
+{
+    struct dest *d;
+    const struct q_rcpt *r;
+    for (size_t i = 0; (d = scheduler_dest_next(s, &i)) != NULL;)
+        TAILQ_FOREACH(r, &d->ready, link)
+    fn(ctx, r);
+    for (size_t i = 0; i < s->nheap; i++)
+        fn(ctx, s->heap[i]);
+    outbound_foreach_active(s->ob, fn, ctx);
+}
+
+static bool rcpt_selected(const struct q_rcpt *r, const struct sched_select *sel)
+{
+    if (sel->domain != NULL && strcmp(r->dest->domain, sel->domain) != 0)
+        return false;
+    return sel->sender == NULL || strcasecmp(r->msg->sender, sel->sender) == 0;
+}
+
+struct remove_pick {
+    const struct sched_select *sel;
+    struct q_rcpt **rs;
+    size_t n, cap;
+    uint64_t skipped;
+};
+
+static void remove_pick(void *ctx, const struct q_rcpt *r)
+{
+    struct remove_pick *p = ctx;
+    if (!rcpt_selected(r, p->sel))
+        return;
+    if (r->state == QR_ACTIVE) {
+        p->skipped++;
+        return;
+    }
+    xgrow((void **)&p->rs, &p->cap, p->n + 1, sizeof(*p->rs));
+    p->rs[p->n++] = (struct q_rcpt *)r;
+}
+
+/* Take r out of its ready list or the retry heap, as if just returned. */
+static void rcpt_detach(struct scheduler *s, struct q_rcpt *r)
+{
+    struct dest *d = r->dest;
+    if (r->state == QR_READY) {
+        TAILQ_REMOVE(&d->ready, r, link);
+        d->nready--;
+    } else {
+        heap_remove(s, r);
+        d->nwaiting--;
+    }
+    if (r->attempts == 0)
+        d->nunattempted--;
+    d->last_activity_ms = now_ms();
+}
+
+static int remove_cmp(const void *a, const void *b)
+{
+    const struct q_rcpt *x = *(struct q_rcpt *const *)a, *y = *(struct q_rcpt *const *)b;
+    if (x->msg->mid != y->msg->mid)
+        return x->msg->mid < y->msg->mid ? -1 : 1;
+    return x->rid < y->rid ? -1 : x->rid > y->rid;
+}
+
+void scheduler_remove(struct scheduler *s, const struct sched_select *sel,
+                      enum sched_remove_how how, struct sched_remove_counts *out)
+{
+    struct remove_pick p = {.sel = sel};
+    memset(out, 0, sizeof(*out));
+    scheduler_foreach_rcpt(s, remove_pick, &p);
+    out->skipped = p.skipped;
+    if (p.n > 0)
+        qsort(p.rs, p.n, sizeof(*p.rs), remove_cmp);
+    for (size_t i = 0; i < p.n;) {
+        struct q_msg *m = p.rs[i]->msg;
+        size_t j = i;
+        for (; j < p.n && p.rs[j]->msg == m; j++) {
+            struct q_rcpt *r = p.rs[j];
+            struct q_result res = {how == SCHED_BOUNCE ? Q_BOUNCED : Q_DROPPED, Q_HARD_OTHER,
+                                   how == SCHED_BOUNCE ? "5.0.0" : "", NULL, NULL};
+            rcpt_detach(s, r);
+            r->dest->c.completed++;
+            if (how == SCHED_BOUNCE)
+                r->dest->c.hard_other++;
+            else
+                r->dest->c.deleted++;
+            rcpt_finish(s, r, &res)->by_operator = true;
+        }
+        maillog(LOG_INFO, "MID %llu %s by operator (%zu recipients)", (unsigned long long)m->mid,
+                how == SCHED_BOUNCE ? "bounced" : "deleted", j - i);
+        out->msgs++;
+        out->rcpts += j - i;
+        i = j;
+    }
+    free(p.rs);
+    timer_arm(s);
+}
+
+size_t scheduler_suspend(struct scheduler *s, const char *domain, bool on)
+{
+    struct dest *d;
+    size_t n = 0;
+    void *v;
+    if (domain == NULL) {
+        s->suspend_all = on;
+        if (!on) {
+            for (size_t i = 0; hmap_next(&s->suspended, &i, NULL, &v);)
+                free(v);
+            hmap_free(&s->suspended);
+            hmap_init(&s->suspended);
+        }
+    } else if (on) {
+        if (hmap_get(&s->suspended, domain, strlen(domain)) == NULL)
+            hmap_put(&s->suspended, domain, strlen(domain), xstrdup(domain));
+    } else {
+        free(hmap_del(&s->suspended, domain, strlen(domain)));
+    }
+    for (size_t i = 0; (d = scheduler_dest_next(s, &i)) != NULL;) {
+        if (domain != NULL && strcmp(d->domain, domain) != 0)
+            continue;
+        n++;
+        if (!on)
+            scheduler_kick(s, d);
+    }
+    return n;
+}
+
+bool scheduler_suspended_all(const struct scheduler *s)
+{
+    return s->suspend_all;
+}
+
+bool scheduler_suspended(const struct scheduler *s, const char *domain)
+{
+    return s->suspend_all || hmap_get(&s->suspended, domain, strlen(domain)) != NULL;
+}
+
+const char *scheduler_suspended_next(const struct scheduler *s, size_t *iter)
+{
+    void *v;
+    return hmap_next(&s->suspended, iter, NULL, &v) ? v : NULL;
+}
+
+void scheduler_set_redirect(struct scheduler *s, const char *host, uint16_t port)
+{
+    free(s->redirect_host);
+    s->redirect_host = host ? xstrdup(host) : NULL;
+    s->redirect_port = port;
+}
+
+const char *scheduler_redirect(const struct scheduler *s, uint16_t *port)
+{
+    *port = s->redirect_port;
+    return s->redirect_host;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------- */
 
 struct scheduler *scheduler_new(struct event_base *base, struct spool *spool,
@@ -696,6 +867,7 @@ struct scheduler *scheduler_new(struct event_base *base, struct spool *spool,
     s->timer = evtimer_new(base, on_timer, s);
     s->flush_ev = event_new(base, -1, 0, on_flush, s);
     s->finished_tail = &s->finished;
+    hmap_init(&s->suspended);
     s->ob = outbound_new(s);
     return s;
 }
@@ -779,6 +951,11 @@ void scheduler_free(struct scheduler *s)
         free(d);
     }
     hmap_free(&s->dests);
+    it = 0;
+    while (hmap_next(&s->suspended, &it, NULL, &v))
+        free(v);
+    hmap_free(&s->suspended);
+    free(s->redirect_host);
     free(s->heap);
     event_free(s->timer);
     event_free(s->flush_ev);

@@ -76,4 +76,54 @@ struct dest *scheduler_dest_next(struct scheduler *s, size_t *iter);
 /* Retry now every waiting recipient (of one domain, or all if NULL). */
 void scheduler_deliver_now(struct scheduler *s, const char *domain);
 
+/* ---- operator queue commands (control/cmd_queue.c) ---- */
+
+/* Visit every queued recipient: ready, waiting, and lent to a connection
+ * (QR_ACTIVE). fn must not change the queue. */
+typedef void (*scheduler_rcpt_fn)(void *ctx, const struct q_rcpt *r);
+void scheduler_foreach_rcpt(struct scheduler *s, scheduler_rcpt_fn fn, void *ctx);
+
+/* Which recipients deleterecipients/bouncerecipients act on: domain (the
+ * recipient's destination, lower case) or sender (envelope sender, "" for
+ * <>, compared without case), or every one when both are NULL. */
+struct sched_select {
+    const char *domain;
+    const char *sender;
+};
+enum sched_remove_how {
+    SCHED_DELETE, /* Deleted Recipients; no DSN */
+    SCHED_BOUNCE  /* Other Hard Bounces; DSN 5.0.0 "bounced by operator" */
+};
+struct sched_remove_counts {
+    uint64_t rcpts;   /* removed */
+    uint64_t msgs;    /* messages they belonged to */
+    uint64_t skipped; /* QR_ACTIVE: lent to a connection, left alone */
+};
+/* Remove the selected ready and waiting recipients now; they finish in the
+ * end-of-turn spool transaction like any result (rcpt_done/msg_done, and
+ * for SCHED_BOUNCE a DSN to the sender). Recipients in flight (QR_ACTIVE)
+ * are skipped and counted: their connection decides them. One log line
+ * per message. */
+void scheduler_remove(struct scheduler *s, const struct sched_select *sel,
+                      enum sched_remove_how how, struct sched_remove_counts *out);
+
+/* suspenddel/resumedel: while a destination is suspended (domain) or all
+ * delivery is (domain NULL), no connection is started for it and running
+ * connections take no new batch; its mail stays queued and its retry
+ * clock keeps running. Resuming with NULL lifts every suspension.
+ * Returns how many destinations in memory the change applies to. */
+size_t scheduler_suspend(struct scheduler *s, const char *domain, bool on);
+bool scheduler_suspended_all(const struct scheduler *s);
+/* Whether deliveries to domain are suspended (globally or for it). */
+bool scheduler_suspended(const struct scheduler *s, const char *domain);
+/* The domains suspended one by one: for (i = 0; (d = ...next(s, &i));) */
+const char *scheduler_suspended_next(const struct scheduler *s, size_t *iter);
+
+/* redirectrecipients: every delivery goes to host:port (an override route
+ * for all destinations, /dev/null routes included) until cleared with
+ * host NULL or a restart. The host is copied. */
+void scheduler_set_redirect(struct scheduler *s, const char *host, uint16_t port);
+/* The redirect host (and *port), or NULL when none is set. */
+const char *scheduler_redirect(const struct scheduler *s, uint16_t *port);
+
 #endif

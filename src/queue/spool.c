@@ -1174,6 +1174,8 @@ struct spool *spool_open(struct event_base *base, const struct spool_params *p, 
         goto fail;
     }
     sp->worker_running = true;
+    /* its name is how `status detail` tells its CPU share from the loop's */
+    pthread_setname_np(sp->worker, "spool-worker");
     return sp;
 fail:
     spool_free(sp);
@@ -1500,6 +1502,58 @@ int spool_load(struct spool *sp, spool_load_fn fn, void *ctx)
         rc = -1;
     }
     sqlite3_reset(st);
+    free(recs);
+    return rc;
+}
+
+int spool_load_one(struct spool *sp, uint64_t mid, spool_load_fn fn, void *ctx)
+{
+    /* Prepared per call: an operator command, not a hot path. */
+    static const char sql[] = "SELECT mid, icid, received, sender, flags, size, envid, ret,"
+                              " client_ip, helo, listener, message_id, subject FROM msg"
+                              " WHERE mid = ?1";
+    sqlite3_stmt *st;
+    struct spool_rcpt_rec *recs = NULL;
+    size_t cap = 0;
+    int rc = -ENOENT, step;
+    if (sqlite3_prepare_v2(sp->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
+        maillog(LOG_WARNING, "spool: reading MID %llu: %s", (unsigned long long)mid,
+                sqlite3_errmsg(sp->rdb));
+        return -EIO;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)mid);
+    if ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct spool_msg_rec m = {0};
+        m.env = (struct spool_envelope){
+            .mid = (uint64_t)sqlite3_column_int64(st, 0),
+            .icid = (uint64_t)sqlite3_column_int64(st, 1),
+            .received_ms = sqlite3_column_int64(st, 2),
+            .sender = spool_col_text(st, 3) ? spool_col_text(st, 3) : "",
+            .flags = (unsigned)sqlite3_column_int64(st, 4),
+            .envid = spool_col_text(st, 6),
+            .ret = sqlite3_column_int(st, 7),
+            .client_ip = spool_col_text(st, 8),
+            .helo = spool_col_text(st, 9),
+            .listener = spool_col_text(st, 10),
+            .message_id = spool_col_text(st, 11),
+            .subject = spool_col_text(st, 12),
+        };
+        m.size = (uint64_t)sqlite3_column_int64(st, 5);
+        m.nrcpts = spool_load_rcpts(sp, mid, &recs, &cap);
+        m.rcpts = recs;
+        fn(ctx, &m);
+        for (size_t i = 0; i < m.nrcpts; i++) {
+            free((char *)recs[i].addr);
+            free((char *)recs[i].orcpt);
+            free((char *)recs[i].last_error);
+        }
+        rc = 0;
+    } else if (step != SQLITE_DONE) {
+        maillog(LOG_WARNING, "spool: reading MID %llu: %s", (unsigned long long)mid,
+                sqlite3_errmsg(sp->rdb));
+        rc = -EIO;
+    }
+    sqlite3_finalize(st);
     free(recs);
     return rc;
 }

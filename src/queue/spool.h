@@ -154,6 +154,9 @@ typedef void (*spool_load_fn)(void *ctx, const struct spool_msg_rec *m);
 /* Call fn for every stored message with its pending recipients, in MID
  * order (at start, to rebuild the delivery queue). Returns 0 or -1. */
 int spool_load(struct spool *sp, spool_load_fn fn, void *ctx);
+/* The same for one message (showmessage): fn is called once if mid is
+ * stored. Returns 0, -ENOENT if it is not, or -EIO. Read-only. */
+int spool_load_one(struct spool *sp, uint64_t mid, spool_load_fn fn, void *ctx);
 
 /* A stored message's body for reading: either data/size (a blob, copied)
  * or fd/size (a file, read with pread). */

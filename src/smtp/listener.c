@@ -139,6 +139,14 @@ struct listener_set *listener_set_new(struct event_base *base, listener_accept_f
     return set;
 }
 
+struct listener *listener_set_find(const struct listener_set *set, const char *name)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (name == NULL || strcmp(set->items[i]->name, name) == 0)
+            return set->items[i];
+    return NULL;
+}
+
 void listener_set_handler(struct listener_set *set, listener_accept_fn fn, void *ctx)
 {
     set->fn = fn;

@@ -61,6 +61,9 @@ int listener_check_tls(const struct config *cfg, char *err, size_t errlen);
 /* Close every listening socket (shutdown); sessions keep their references. */
 void listener_set_close_all(struct listener_set *set);
 void listener_set_free(struct listener_set *set);
+/* The listener called name, or the first one when name is NULL; NULL if
+ * there is none (the control socket's trace). */
+struct listener *listener_set_find(const struct listener_set *set, const char *name);
 
 struct listener *listener_ref(struct listener *l);
 void listener_unref(struct listener *l);

@@ -1839,8 +1839,8 @@ int smtp_server_suspend_listener(struct smtp_server *srv, const char *name, bool
     if (n == 0)
         return -1;
     for (size_t i = 0; i < srv->nseen; i++)
-        srv_listener_enable(srv->seen[i], !srv->suspended && !srv_op_held(srv, srv->seen[i]) &&
-                                              !srv->stopping);
+        srv_listener_enable(srv->seen[i],
+                            !srv->suspended && !srv_op_held(srv, srv->seen[i]) && !srv->stopping);
     /* parked connections of listeners no longer held are served; the
      * others are parked again by smtp_server_accept() */
     if (!on && !srv->suspended && !srv->stopping)

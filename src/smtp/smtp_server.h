@@ -10,9 +10,12 @@
 #ifndef POSTERN_SMTP_SERVER_H
 #define POSTERN_SMTP_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+
+#include "smtp/smtp_addr.h"
 
 struct event_base;
 struct config;
@@ -56,7 +59,21 @@ void smtp_server_accept(void *srv, struct listener *l, int fd, const struct sock
 void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void *arg);
 /* Drop every remaining session now (after the shutdown grace period). */
 void smtp_server_abort_all(struct smtp_server *srv);
+/* suspendlistener/resumelistener: stop (on) or start accepting on the
+ * configured listener called name, or on every one (NULL). Sessions in
+ * progress continue; a connection the kernel queued meanwhile waits,
+ * unanswered, until resume. An operator suspension outlasts a resource
+ * conservation (backlog) resume, and the reverse. Logged. Returns the
+ * number of listeners named, -1 if none is called name. */
+int smtp_server_suspend_listener(struct smtp_server *srv, const char *name, bool on);
+bool smtp_server_listener_suspended(const struct smtp_server *srv, const char *name);
 const struct smtp_server_stats *smtp_server_stats(const struct smtp_server *srv);
+/* The relay decision of RCPT for a parsed recipient under a policy's access
+ * rule (policy.h enum policy_access): RELAY policies may send anywhere, the
+ * others only to cfg's relay domains (smtp_relay_check). Shared by the
+ * session and the control socket's trace, so both decide the same way. */
+enum smtp_relay_verdict smtp_server_rcpt_relay(const struct config *cfg, int access,
+                                               const struct smtp_path *rcpt);
 void smtp_server_free(struct smtp_server *srv);
 
 #endif
