@@ -61,7 +61,7 @@ uint64_t ctl_dest_hard(const struct dest_counters *c)
 
 uint32_t ctl_dest_active(const struct dest *d)
 {
-    return d->nready + d->nwaiting + d->nactive + d->nheld;
+    return d->nready + d->nwaiting + d->nactive;
 }
 
 /* a - b, never below zero (a snapshot is never newer than the counter). */

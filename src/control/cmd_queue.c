@@ -41,7 +41,6 @@ static const char *const rcpt_state_names[] = {
     [QR_READY] = "ready",
     [QR_WAITING] = "waiting",
     [QR_ACTIVE] = "active",
-    [QR_HELD] = "held",
 };
 
 /* A domain argument, lower-cased, without a trailing dot, into buf. */

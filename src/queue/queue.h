@@ -8,7 +8,8 @@
  *             QR_READY    on its destination's ready list
  *             QR_WAITING  in the retry heap until next_ms
  *             QR_ACTIVE   lent to an outbound connection
- *             QR_HELD     delivery suspended (suspenddel), on the held list
+ *   (suspenddel leaves recipients where they are: a suspended destination
+ *   simply lends nothing, see scheduler_take)
  *   dest    a receiving domain: its ready list, its connections, its host
  *           status and counters (what hoststatus/tophosts print)
  *
@@ -35,7 +36,7 @@ struct q_msg {
     uint32_t pending; /* recipients not yet finished */
 };
 
-enum q_rcpt_state { QR_READY, QR_WAITING, QR_ACTIVE, QR_HELD };
+enum q_rcpt_state { QR_READY, QR_WAITING, QR_ACTIVE };
 
 struct dest;
 
@@ -50,7 +51,7 @@ struct q_rcpt {
     int64_t next_ms;
     enum q_rcpt_state state;
     size_t heap_idx;          /* position in the retry heap while QR_WAITING */
-    TAILQ_ENTRY(q_rcpt) link; /* ready list or held list */
+    TAILQ_ENTRY(q_rcpt) link; /* ready list */
 };
 
 TAILQ_HEAD(q_rcpt_list, q_rcpt);
@@ -82,7 +83,7 @@ struct dest_mx {
 struct dest {
     char *domain;
     struct q_rcpt_list ready;
-    uint32_t nready, nwaiting, nactive, nheld;
+    uint32_t nready, nwaiting, nactive;
     uint32_t nunattempted; /* recipients with attempts == 0 */
     uint32_t conns;        /* outbound connections (any state) */
     uint32_t connecting;   /* of which not yet ready for a message */

@@ -202,7 +202,7 @@ def test_smtpping_starttls(gateway, smtp_peer, tls_cert):
     # a stalled peer shows as smtpping's error, not as a posternctl timeout
     r = json.loads(ctl(gateway, "--json", "smtpping", f"127.0.0.1:{peer.port}",
                        timeout=60).stdout)
-    assert r["error"] is None, r
+    assert r["error"] is None, json.dumps(r)
     assert r["starttls_offered"] is True
     assert r["tls"]["version"].startswith("TLS"), r
     assert r["tls"]["cipher"]

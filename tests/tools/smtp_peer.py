@@ -180,7 +180,13 @@ class Session(asyncio.Protocol):
         return False
 
     def data_received(self, data):
-        if self.mode in ("dead", "tls"):
+        if self.mode == "dead":
+            return
+        if self.mode == "tls":
+            # decrypted data that arrived before start_tls() resumed us (a
+            # TLS 1.3 client sends EHLO with its Finished): keep it for then.
+            # Plain text after STARTTLS never gets here: reading was paused.
+            self.buf += data
             return
         self.buf += data
         while self.mode in ("cmd", "data"):
@@ -306,6 +312,8 @@ class Session(asyncio.Protocol):
         self.helo = ""
         self.reset_tx()
         self.mode = "cmd"
+        if self.buf:
+            self.data_received(b"")
 
     def cmd_mail(self, arg):
         if self.at("mail"):
