@@ -1465,6 +1465,37 @@ static size_t spool_load_rcpts(struct spool *sp, uint64_t mid, struct spool_rcpt
     return n;
 }
 
+/* Hand the msg row st is on, with its pending recipients, to fn (the
+ * columns of st_load_msg / spool_load_one's query, in that order). */
+static void spool_row_deliver(struct spool *sp, sqlite3_stmt *st, struct spool_rcpt_rec **recs,
+                              size_t *cap, spool_load_fn fn, void *ctx)
+{
+    struct spool_msg_rec m = {0};
+    m.env = (struct spool_envelope){
+        .mid = (uint64_t)sqlite3_column_int64(st, 0),
+        .icid = (uint64_t)sqlite3_column_int64(st, 1),
+        .received_ms = sqlite3_column_int64(st, 2),
+        .sender = spool_col_text(st, 3) ? spool_col_text(st, 3) : "",
+        .flags = (unsigned)sqlite3_column_int64(st, 4),
+        .envid = spool_col_text(st, 6),
+        .ret = sqlite3_column_int(st, 7),
+        .client_ip = spool_col_text(st, 8),
+        .helo = spool_col_text(st, 9),
+        .listener = spool_col_text(st, 10),
+        .message_id = spool_col_text(st, 11),
+        .subject = spool_col_text(st, 12),
+    };
+    m.size = (uint64_t)sqlite3_column_int64(st, 5);
+    m.nrcpts = spool_load_rcpts(sp, m.env.mid, recs, cap);
+    m.rcpts = *recs;
+    fn(ctx, &m);
+    for (size_t i = 0; i < m.nrcpts; i++) {
+        free((char *)(*recs)[i].addr);
+        free((char *)(*recs)[i].orcpt);
+        free((char *)(*recs)[i].last_error);
+    }
+}
+
 int spool_load(struct spool *sp, spool_load_fn fn, void *ctx)
 {
     sqlite3_stmt *st = sp->st_load_msg;
@@ -1472,30 +1503,7 @@ int spool_load(struct spool *sp, spool_load_fn fn, void *ctx)
     size_t cap = 0;
     int rc = 0, step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        struct spool_msg_rec m = {0};
-        m.env = (struct spool_envelope){
-            .mid = (uint64_t)sqlite3_column_int64(st, 0),
-            .icid = (uint64_t)sqlite3_column_int64(st, 1),
-            .received_ms = sqlite3_column_int64(st, 2),
-            .sender = spool_col_text(st, 3) ? spool_col_text(st, 3) : "",
-            .flags = (unsigned)sqlite3_column_int64(st, 4),
-            .envid = spool_col_text(st, 6),
-            .ret = sqlite3_column_int(st, 7),
-            .client_ip = spool_col_text(st, 8),
-            .helo = spool_col_text(st, 9),
-            .listener = spool_col_text(st, 10),
-            .message_id = spool_col_text(st, 11),
-            .subject = spool_col_text(st, 12),
-        };
-        m.size = (uint64_t)sqlite3_column_int64(st, 5);
-        m.nrcpts = spool_load_rcpts(sp, m.env.mid, &recs, &cap);
-        m.rcpts = recs;
-        fn(ctx, &m);
-        for (size_t i = 0; i < m.nrcpts; i++) {
-            free((char *)recs[i].addr);
-            free((char *)recs[i].orcpt);
-            free((char *)recs[i].last_error);
-        }
+        spool_row_deliver(sp, st, &recs, &cap, fn, ctx);
     }
     if (step != SQLITE_DONE) {
         maillog(LOG_WARNING, "spool: loading the queue: %s", sqlite3_errmsg(sp->rdb));
@@ -1523,30 +1531,7 @@ int spool_load_one(struct spool *sp, uint64_t mid, spool_load_fn fn, void *ctx)
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64)mid);
     if ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        struct spool_msg_rec m = {0};
-        m.env = (struct spool_envelope){
-            .mid = (uint64_t)sqlite3_column_int64(st, 0),
-            .icid = (uint64_t)sqlite3_column_int64(st, 1),
-            .received_ms = sqlite3_column_int64(st, 2),
-            .sender = spool_col_text(st, 3) ? spool_col_text(st, 3) : "",
-            .flags = (unsigned)sqlite3_column_int64(st, 4),
-            .envid = spool_col_text(st, 6),
-            .ret = sqlite3_column_int(st, 7),
-            .client_ip = spool_col_text(st, 8),
-            .helo = spool_col_text(st, 9),
-            .listener = spool_col_text(st, 10),
-            .message_id = spool_col_text(st, 11),
-            .subject = spool_col_text(st, 12),
-        };
-        m.size = (uint64_t)sqlite3_column_int64(st, 5);
-        m.nrcpts = spool_load_rcpts(sp, mid, &recs, &cap);
-        m.rcpts = recs;
-        fn(ctx, &m);
-        for (size_t i = 0; i < m.nrcpts; i++) {
-            free((char *)recs[i].addr);
-            free((char *)recs[i].orcpt);
-            free((char *)recs[i].last_error);
-        }
+        spool_row_deliver(sp, st, &recs, &cap, fn, ctx);
         rc = 0;
     } else if (step != SQLITE_DONE) {
         maillog(LOG_WARNING, "spool: reading MID %llu: %s", (unsigned long long)mid,
