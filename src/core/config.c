@@ -1796,6 +1796,11 @@ static const struct cfg_param limits_params[] = {
           "protocol errors before disconnect"),
     /* Why 255: what an SMTP-inspecting firewall (ASA inspect esmtp, seed
      * 001) drops a connection for; up to 4096, the length mime_scan keeps. */
+    /* Why at most 256: the RFC 5321 4.5.3.1.3 path limit, which the address
+     * parser enforces anyway (an inspecting firewall allows 320); lower it
+     * to refuse long VERP/SRS senders. */
+    P_NUM(PT_UINT, struct config, "max_sender_length", limits.max_sender_length, "256", 8, 256,
+          "MAIL FROM path incl. <>"),
     P_NUM(PT_UINT, struct config, "max_mime_filename", limits.max_mime_filename, "255", 0, 4096,
           "longest MIME attachment filename; 0 = unchecked"),
     /* Why 1000 by default: 8 kbit/s, below any real link, so only a client

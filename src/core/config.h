@@ -45,6 +45,7 @@
  *     max_connections: 1000         [1000] concurrent, per listener
  *     max_errors: 10                [10] protocol errors before disconnect
  *     max_mime_filename: 255        [255] longest MIME attachment filename; 0 = unchecked
+ *     max_sender_length: 256        [256] MAIL FROM path incl. <> (RFC 5321 4.5.3.1.3)
  *     min_data_rate: 1000           [1000] bytes/s during DATA/BDAT; 0 = none
  *     min_data_rate_window: 10s     [10s] the rate is measured over this window
  *     min_data_rate_grace: 30s      [30s] no check in a transfer's first seconds
@@ -178,6 +179,7 @@ struct cfg_limits {
     uint32_t max_connections;
     uint32_t max_errors;
     uint32_t max_mime_filename;    /* octets; 0 = unchecked */
+    uint32_t max_sender_length;    /* octets of the reverse-path incl. <> */
     uint32_t min_data_rate;        /* bytes/s during DATA/BDAT; 0 = no minimum */
     uint64_t min_data_rate_window; /* ms: the rate is measured over this */
     uint64_t min_data_rate_grace;  /* ms: not checked before this much of a transfer */

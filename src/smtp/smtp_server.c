@@ -519,6 +519,12 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
             sess_reply(s, "501 5.1.7 Bad sender address syntax");
         return;
     }
+    if (path_len > s->cfg->limits.max_sender_length) {
+        s->tx.smtputf8 = s->tx.body_8bit = false;
+        sess_reply(s, "501 5.1.7 Sender address too long (limit %u octets)",
+                   s->cfg->limits.max_sender_length);
+        return;
+    }
     if (s->srv->rescon != NULL && rescon_state(s->srv->rescon) == RESCON_HALT) {
         s->tx.smtputf8 = s->tx.body_8bit = false;
         maillog(LOG_WARNING, "ICID %llu MAIL refused: resource conservation mode halted",

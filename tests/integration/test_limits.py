@@ -166,3 +166,15 @@ def test_configured_text_line(make_gateway):
     c.expect(None, 554, "5.6.0")
     (m,) = gw.spool_messages()
     assert_spooled(m, ok, rcpt="b@example.com")
+
+
+def test_max_sender_length_configurable(make_gateway):
+    gw = make_gateway({"limits": {"max_sender_length": 40}})
+    c = RawSMTP(gw.port)
+    c.ehlo()
+    long_sender = "a" * 30 + "@example.org"  # path of 44 octets with <>
+    code, lines = c.cmd(f"MAIL FROM:<{long_sender}>")
+    assert (code, lines[0][:5]) == (501, "5.1.7"), lines
+    assert "40" in lines[0]
+    c.expect("MAIL FROM:<" + "a" * 26 + "@example.org>", 250)  # exactly 40
+    c.expect("QUIT", 221)
