@@ -8,8 +8,10 @@
  * runs, so the sum only grows). Three columns, as on the appliance:
  *   Reset     since the last resetcounters (= Uptime if never reset);
  *   Uptime    since the daemon started;
- *   Lifetime  meant to survive restarts; counters are not persisted yet, so
- *             it equals Uptime (the result says so: "lifetime_persisted").
+ *   Lifetime  across restarts: the totals of earlier runs, kept in
+ *             counters.json in the spool directory (saved every minute and
+ *             at shutdown, so a crash loses at most a minute of counts),
+ *             plus Uptime.
  * resetcounters never touches a live counter: it stores a snapshot and the
  * Reset column is the difference.
  *
@@ -18,6 +20,8 @@
 #include "control/control_int.h"
 
 #include "core/alloc.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "smtp/smtp_server.h"
@@ -25,6 +29,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <stdio.h>
 
 /* The rows of `status` Counters, in display order; keys are the JSON names. */
 static const struct {
@@ -125,9 +131,10 @@ static json_t *status_counters(const struct ctl_ctx *ctx)
     for (size_t i = 0; i < NTOTALS; i++) {
         uint64_t up = field(&now, i);
         uint64_t reset = ctx->snap.at_ms ? since(up, field(&ctx->snap.totals, i)) : up;
+        uint64_t life = up + field(&ctx->lifetime_base, i);
         json_object_set_new(out, totals_fields[i].key,
                             json_pack("{s:I, s:I, s:I}", "reset", (json_int_t)reset, "uptime",
-                                      (json_int_t)up, "lifetime", (json_int_t)up));
+                                      (json_int_t)up, "lifetime", (json_int_t)life));
     }
     return out;
 }
@@ -172,7 +179,7 @@ enum ctl_status ctl_cmd_status(struct ctl_ctx *ctx, struct ctl_call *call)
                              ctl_json_time(ctl_now_ms()), "up_since", ctl_json_time(ctx->start_ms),
                              "last_reset", ctl_json_time(ctx->snap.at_ms), "system_status",
                              ctl_system_status(ctx), "oldest_message", ctl_json_time(g.oldest_ms),
-                             "lifetime_persisted", 0, "counters", status_counters(ctx),
+                             "lifetime_persisted", 1, "counters", status_counters(ctx),
                              "current_ids", ids, "gauges", status_gauges(ctx, &g));
     if (detail)
         ctl_status_detail(ctx, call->result);
@@ -194,4 +201,51 @@ enum ctl_status ctl_cmd_resetcounters(struct ctl_ctx *ctx, struct ctl_call *call
     call->result = json_pack("{s:s, s:o}", "message", "Counters reset.", "reset_at",
                              ctl_json_time(ctx->snap.at_ms));
     return CTL_DONE;
+}
+
+/* ---- Lifetime counters ---------------------------------------------------- */
+
+static void lifetime_path(const struct ctl_ctx *ctx, char *out, size_t len)
+{
+    snprintf(out, len, "%s/counters.json", ctx->cfg->spool_dir);
+}
+
+void ctl_lifetime_load(struct ctl_ctx *ctx)
+{
+    char path[4096];
+    json_error_t jerr;
+    memset(&ctx->lifetime_base, 0, sizeof(ctx->lifetime_base));
+    lifetime_path(ctx, path, sizeof(path));
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (j == NULL)
+        return; /* first start, or unreadable: Lifetime starts from here */
+    for (size_t i = 0; i < NTOTALS; i++) {
+        json_t *v = json_object_get(j, totals_fields[i].key);
+        uint64_t n =
+            json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+        memcpy((char *)&ctx->lifetime_base + totals_fields[i].off, &n, sizeof(n));
+    }
+    json_decref(j);
+}
+
+void ctl_lifetime_save(const struct ctl_ctx *ctx)
+{
+    char path[4096], tmp[4120];
+    struct ctl_totals now;
+    json_t *j = json_object();
+    ctl_totals_now(ctx, &now);
+    for (size_t i = 0; i < NTOTALS; i++)
+        json_object_set_new(
+            j, totals_fields[i].key,
+            json_integer((json_int_t)(field(&now, i) + field(&ctx->lifetime_base, i))));
+    lifetime_path(ctx, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    /* write then rename: a crash leaves the old file or the new, never half */
+    if (json_dump_file(j, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0) {
+        json_decref(j);
+        return;
+    }
+    unlink(tmp);
+    json_decref(j);
+    maillog(LOG_WARNING, "Cannot save lifetime counters to %s", path);
 }

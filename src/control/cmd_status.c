@@ -167,8 +167,10 @@ static void stat_on_tick(evutil_socket_t fd, short what, void *arg)
     const struct rate_sample *last = &st->ring[(st->head + RATE_SLOTS - 1) % RATE_SLOTS];
     ctx->cfg = scheduler_config(ctx->sched); /* follow reloads */
     sysstat_sample(&st->sys);
-    if (now - last->mono_ms >= MINUTE_MS)
+    if (now - last->mono_ms >= MINUTE_MS) {
         ring_push(st, ctx, now);
+        ctl_lifetime_save(ctx); /* once a minute: a crash loses at most that */
+    }
     if (now - st->last_line_ms >= (int64_t)ctx->cfg->status_interval - 50) {
         st->last_line_ms = now;
         status_line(ctx);

@@ -600,6 +600,7 @@ void control_set_modules(struct control *ctl, const struct control_modules *m)
     ctl->ctx.tracking = m->tracking;
     ctl->ctx.apply_config = m->apply_config;
     ctl->ctx.cfg = scheduler_config(m->sched);
+    ctl_lifetime_load(&ctl->ctx);
     ctl_stat_start(&ctl->ctx);
     evconnlistener_enable(ctl->evl);
 }
@@ -612,6 +613,8 @@ void control_free(struct control *ctl)
     while (ctl->conns != NULL)
         conn_free(ctl->conns);
     evconnlistener_free(ctl->evl);
+    if (ctl->ctx.sched != NULL)
+        ctl_lifetime_save(&ctl->ctx);
     ctl_stat_stop(&ctl->ctx);
     if (lstat(ctl->path, &st) == 0 && st.st_dev == ctl->dev && st.st_ino == ctl->ino)
         unlink(ctl->path);

@@ -63,6 +63,9 @@ struct ctl_ctx {
     const struct config *cfg; /* the scheduler's, refreshed before each command */
     int64_t start_ms;         /* daemon start (control_new) */
     struct ctl_snapshot snap;
+    /* Lifetime column: the totals of earlier runs (counters.json in the
+     * spool directory), to which this run's Uptime totals are added */
+    struct ctl_totals lifetime_base;
     struct event_base *base;
     struct listener_set *listeners; /* trace: the listeners' host access tables */
     struct rescon *rescon;          /* status detail: Resource Conservation gauge */
@@ -94,6 +97,10 @@ void control_complete(struct control *ctl, uint64_t id, json_t *result, const ch
 /* ---- helpers shared by the command modules ---- */
 
 int64_t ctl_now_ms(void);
+/* Lifetime counters (cmd_counters.c): load at start, save every minute
+ * and at shutdown. */
+void ctl_lifetime_load(struct ctl_ctx *ctx);
+void ctl_lifetime_save(const struct ctl_ctx *ctx);
 /* Unix seconds of a millisecond time, or JSON null for 0 (never). */
 json_t *ctl_json_time(int64_t ms);
 /* A string argument, or NULL when absent; false (err set) if not a string. */
