@@ -1270,6 +1270,29 @@ static json_t *ctl_call(const char *path, const char *name, json_t *args, bool d
     return resp;
 }
 
+/* showmessage for a MID no longer queued: findevent mid MID, if tracking
+ * knows it (NULL otherwise, and the queue's "No such message" stands). */
+static json_t *showmessage_tracked(const char *path, const json_t *args)
+{
+    const json_t *mid = json_object_get(args, "mid");
+    char value[32];
+    if (json_is_integer(mid))
+        snprintf(value, sizeof(value), "%lld", (long long)json_integer_value(mid));
+    else if (json_is_string(mid))
+        snprintf(value, sizeof(value), "%s", json_string_value(mid));
+    else
+        return NULL;
+    json_t *fargs = json_pack("{s:s, s:s}", "by", "mid", "value", value);
+    json_t *resp = ctl_call(path, "findevent", fargs, false);
+    json_decref(fargs);
+    const json_t *msgs = json_object_get(json_object_get(resp, "result"), "messages");
+    if (resp == NULL || !json_is_true(json_object_get(resp, "ok")) || json_array_size(msgs) == 0) {
+        json_decref(resp);
+        return NULL;
+    }
+    return resp;
+}
+
 /* Print the answer; returns the exit status. */
 static int show(const struct cli_cmd *c, const json_t *resp, bool as_json)
 {
@@ -1344,6 +1367,21 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     json_t *resp = ctl_call(path, c->name, args, destructive);
+    if (resp != NULL && strcmp(c->name, "showmessage") == 0 &&
+        !json_is_true(json_object_get(resp, "ok"))) {
+        /* Not in the queue (delivered, bounced, deleted): message tracking
+         * still has its story. */
+        json_t *fresp = showmessage_tracked(path, args);
+        if (fresp != NULL) {
+            json_decref(resp);
+            json_decref(args);
+            if (!as_json)
+                printf("Not in the queue any more; its events from message tracking:\n\n");
+            int frc = show(cmd_find("findevent"), fresp, as_json);
+            json_decref(fresp);
+            return frc;
+        }
+    }
     json_decref(args);
     if (resp == NULL)
         return EXIT_UNREACHABLE;

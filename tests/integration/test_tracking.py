@@ -97,3 +97,18 @@ def test_tracking_path_setting(make_gateway):
     r = json.loads(ctl(gw, "--json", "findevent", "sender", "a@example.org").stdout)
     assert [m["mid"] for m in r["messages"]] == [mid]
     gw.stop()
+
+
+def test_showmessage_falls_back_to_tracking(make_gateway, smtp_peer):
+    peer = smtp_peer("sink")
+    gw = make_gateway(delivery_overrides([route("example.com", ("127.0.0.1", peer.port))]))
+    mid = send_message(gw, "alice@example.org", ["bob@example.com"],
+                       make_content(subject="gone already"))
+    peer.wait_messages(1)
+    wait_tracked(gw, mid, "Message finished")
+    out = ctl(gw, "showmessage", str(mid)).stdout
+    assert "Not in the queue any more" in out, out
+    assert f"Message finished MID {mid}" in out
+    # an MID nobody knows is still an error
+    p = ctl(gw, "showmessage", "999999", ok=False)
+    assert p.returncode == 1 and "No such message" in p.stderr
