@@ -28,11 +28,11 @@
 #include "queue/scheduler.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -397,9 +397,27 @@ void control_complete(struct control *ctl, uint64_t id, json_t *result, const ch
 
 /* uid 0, the daemon's uid, or the daemon's primary gid. The daemon's ids
  * are read now, not at control_new(): that ran before the privilege drop. */
-static bool peer_allowed(uid_t uid, gid_t gid)
+/* The socket's 0660 mode lets members of the daemon's group connect
+ * through a supplementary membership too, while SO_PEERCRED only reports
+ * the primary gid: SO_PEERGROUPS (Linux 4.13) gives the peer's
+ * supplementary groups as they were at connect(). */
+#define PEER_MAX_GROUPS 256
+
+static bool peer_in_group(int fd, gid_t want)
 {
-    return uid == 0 || uid == geteuid() || gid == getegid();
+    gid_t groups[PEER_MAX_GROUPS];
+    socklen_t len = sizeof(groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+        return false; /* unknown, or more groups than we look at: not allowed */
+    for (size_t i = 0; i < len / sizeof(gid_t); i++)
+        if (groups[i] == want)
+            return true;
+    return false;
+}
+
+static bool peer_allowed(int fd, uid_t uid, gid_t gid)
+{
+    return uid == 0 || uid == geteuid() || gid == getegid() || peer_in_group(fd, getegid());
 }
 
 static void ctl_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
@@ -431,7 +449,7 @@ static void ctl_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct
     bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
     bufferevent_set_timeouts(c->bev, &idle, &idle);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (!peer_allowed(c->uid, c->gid)) {
+    if (!peer_allowed(fd, c->uid, c->gid)) {
         maillog(LOG_WARNING,
                 "Control connection refused: uid %u gid %u pid %d is not root, the daemon's "
                 "user or its group",

@@ -300,9 +300,12 @@ def test_other_user_is_refused(make_gateway, open_dir):
     assert p.returncode == 1
     assert "permission denied: not root, the daemon's user or its group" in p.stderr
     gw.wait_log(r"Warning: Control connection refused: uid 65534 gid 65534 pid \d+")
-    # the daemon's group is enough
+    # the daemon's group is enough, as primary group ...
     grp = ["setpriv", "--reuid=nobody", f"--regid={os.getegid()}", "--clear-groups"]
     assert "Messages Received" in ctl(gw, "status", sock=sock, prefix=grp).stdout
+    # ... or as a supplementary one (SO_PEERGROUPS)
+    sup = ["setpriv", "--reuid=nobody", "--regid=nogroup", f"--groups={os.getegid()}"]
+    assert "Messages Received" in ctl(gw, "status", sock=sock, prefix=sup).stdout
     assert "Messages Received" in ctl(gw, "status", sock=sock).stdout
 
 
