@@ -207,7 +207,9 @@ enum ctl_status ctl_cmd_resetcounters(struct ctl_ctx *ctx, struct ctl_call *call
 
 static void lifetime_path(const struct ctl_ctx *ctx, char *out, size_t len)
 {
-    snprintf(out, len, "%s/counters.json", ctx->cfg->spool_dir);
+    /* the scheduler's configuration, not ctx->cfg: that one is refreshed
+     * only per command and tick, and a reload may have freed it since */
+    snprintf(out, len, "%s/counters.json", scheduler_config(ctx->sched)->spool_dir);
 }
 
 void ctl_lifetime_load(struct ctl_ctx *ctx)
