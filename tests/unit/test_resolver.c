@@ -17,6 +17,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "tool_spawn.h"
+
 #include "core/config.h"
 #include "dns/resolver.h"
 
@@ -139,44 +141,16 @@ static int server_count(const char *name, const char *type)
 
 static int server_start(void **state)
 {
-    const char *src = getenv("POSTERN_SRCDIR");
-    char script[PATH_MAX], line[64] = "";
-    int pfd[2];
-
     snprintf(S.dir, sizeof S.dir, "/tmp/test_resolver.XXXXXX");
     if (mkdtemp(S.dir) == NULL)
         return -1;
     snprintf(S.zone, sizeof S.zone, "%s/zone.json", S.dir);
     snprintf(S.log, sizeof S.log, "%s/queries.log", S.dir);
-    snprintf(script, sizeof script, "%s/tests/tools/dns_server.py", src ? src : ".");
     write_zone("192.0.2.60");
-    if (pipe(pfd) != 0)
+    const char *args[] = {"--port", "0", "--zone", S.zone, "--log", S.log, NULL};
+    S.pid = tool_spawn("dns_server.py", args, &S.port);
+    if (S.pid < 0)
         return -1;
-    S.pid = fork();
-    if (S.pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive a crashed test */
-        dup2(pfd[1], STDOUT_FILENO);
-        close(pfd[0]);
-        close(pfd[1]);
-        execl("/usr/bin/python3", "python3", script, "--port", "0", "--zone", S.zone, "--log",
-              S.log, (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
-    size_t len = 0;
-    while (len < sizeof line - 1 && strchr(line, '\n') == NULL && poll(&p, 1, 10000) == 1) {
-        ssize_t got = read(pfd[0], line + len, sizeof line - 1 - len);
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-        line[len] = '\0';
-    }
-    close(pfd[0]);
-    if (sscanf(line, "READY %d", &S.port) != 1) {
-        fprintf(stderr, "dns_server did not start (%s): \"%s\"\n", script, line);
-        return -1;
-    }
     snprintf(S.server, sizeof S.server, "127.0.0.1:%d", S.port);
     (void)state;
     return 0;
