@@ -101,23 +101,11 @@ enum ctl_status ctl_cmd_tophosts(struct ctl_ctx *ctx, struct ctl_call *call)
 
 /* ---- hoststatus ---------------------------------------------------------- */
 
-/* The domain argument, lower-cased, without a trailing dot, into buf. */
+/* The domain argument key, lower-cased, without a trailing dot, into buf. */
 static bool arg_domain(struct ctl_call *call, const char *key, char *buf, size_t len)
 {
     const char *v;
-    if (!ctl_arg_string(call, key, &v))
-        return false;
-    if (v == NULL || *v == '\0' || strlen(v) >= len) {
-        ctl_error(call, "argument '%s' must be a domain name", key);
-        return false;
-    }
-    size_t n = strlen(v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)tolower((unsigned char)v[i]);
-    buf[n] = '\0';
-    if (n > 1 && buf[n - 1] == '.')
-        buf[n - 1] = '\0';
-    return true;
+    return ctl_arg_string(call, key, &v) && ctl_domain_value(call, key, v, buf, len);
 }
 
 static json_t *host_counters(const struct dest_counters *c)
@@ -168,18 +156,8 @@ static json_t *host_ips(const struct dest *d)
 /* The SMTP route that applies to domain, or null (delivery by MX). */
 static json_t *host_route(const struct config *cfg, const char *domain)
 {
-    static const char *const kinds[] = {
-        [ROUTE_HOSTS] = "hosts", [ROUTE_USEDNS] = "usedns", [ROUTE_DEVNULL] = "devnull"};
     const struct cfg_route *r = config_route_for(cfg, domain);
-    if (r == NULL)
-        return json_null();
-    json_t *hosts = json_array();
-    for (size_t i = 0; i < r->nhosts; i++)
-        json_array_append_new(hosts, json_pack("{s:s, s:i, s:i}", "host", r->hosts[i].host, "port",
-                                               (int)r->hosts[i].port, "priority",
-                                               (int)r->hosts[i].priority));
-    return json_pack("{s:s, s:s, s:o}", "domain", r->domain, "kind", kinds[r->kind], "hosts",
-                     hosts);
+    return r ? ctl_route_json(r) : json_null();
 }
 
 static json_t *host_json(const struct ctl_ctx *ctx, const struct dest *d)

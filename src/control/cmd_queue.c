@@ -43,8 +43,9 @@ static const char *const rcpt_state_names[] = {
     [QR_ACTIVE] = "active",
 };
 
-/* A domain argument, lower-cased, without a trailing dot, into buf. */
-static bool arg_domain(struct ctl_call *call, const char *key, const char *v, char *buf, size_t len)
+/* A domain argument's value v, lower-cased, without a trailing dot, into
+ * buf; an error on call for an empty or too long one. */
+bool ctl_domain_value(struct ctl_call *call, const char *key, const char *v, char *buf, size_t len)
 {
     size_t n = v ? strlen(v) : 0;
     if (n == 0 || n >= len) {
@@ -81,7 +82,7 @@ static bool arg_select(struct ctl_call *call, bool all_default, struct sched_sel
         return false;
     }
     if (host != NULL) {
-        if (!arg_domain(call, "host", host, domain_buf, domain_len))
+        if (!ctl_domain_value(call, "host", host, domain_buf, domain_len))
             return false;
         sel->domain = domain_buf;
         snprintf(desc, desclen, "host %s", domain_buf);
@@ -356,7 +357,7 @@ static enum ctl_status delivery_cmd(struct ctl_ctx *ctx, struct ctl_call *call, 
     if (!ctl_arg_string(call, "host", &v))
         return CTL_ERROR;
     bool all = v == NULL || strcmp(v, "all") == 0;
-    if (!all && !arg_domain(call, "host", v, domain, sizeof(domain)))
+    if (!all && !ctl_domain_value(call, "host", v, domain, sizeof(domain)))
         return CTL_ERROR;
     size_t n = scheduler_suspend(ctx->sched, all ? NULL : domain, on);
     maillog(LOG_INFO, "Delivery %s by operator for %s", what, all ? "all destinations" : domain);

@@ -61,7 +61,7 @@ static const char *const action_done[] = {"", "added", "changed", "deleted"};
 
 /* ---- print ---------------------------------------------------------------- */
 
-static json_t *route_json(const struct cfg_route *r)
+json_t *ctl_route_json(const struct cfg_route *r)
 {
     static const char *const kinds[] = {
         [ROUTE_HOSTS] = "hosts", [ROUTE_USEDNS] = "usedns", [ROUTE_DEVNULL] = "devnull"};
@@ -78,7 +78,7 @@ static enum ctl_status routes_print(const struct ctl_ctx *ctx, struct ctl_call *
 {
     json_t *list = json_array();
     for (size_t i = 0; i < ctx->cfg->nroutes; i++)
-        json_array_append_new(list, route_json(&ctx->cfg->routes[i]));
+        json_array_append_new(list, ctl_route_json(&ctx->cfg->routes[i]));
     call->result = json_pack("{s:s, s:o}", "file", ctx->cfg->file, "routes", list);
     return CTL_DONE;
 }
@@ -434,7 +434,7 @@ static enum ctl_status routes_modify(struct ctl_ctx *ctx, struct ctl_call *call,
     idx = route_index(ctx->cfg, domain);
     call->result = json_pack(
         "{s:s, s:s, s:s, s:o}", "action", action_names[a], "domain", domain, "file", ctx->cfg->file,
-        "route", idx < ctx->cfg->nroutes ? route_json(&ctx->cfg->routes[idx]) : json_null());
+        "route", idx < ctx->cfg->nroutes ? ctl_route_json(&ctx->cfg->routes[idx]) : json_null());
     return CTL_DONE;
 }
 

@@ -97,6 +97,11 @@ void control_complete(struct control *ctl, uint64_t id, json_t *result, const ch
 /* ---- helpers shared by the command modules ---- */
 
 int64_t ctl_now_ms(void);
+/* A domain argument's value, lower-cased, without a trailing dot (cmd_queue.c). */
+bool ctl_domain_value(struct ctl_call *call, const char *key, const char *v, char *buf, size_t len);
+/* One SMTP route as JSON: domain, kind, hosts (cmd_routes.c). */
+struct cfg_route;
+json_t *ctl_route_json(const struct cfg_route *r);
 /* Lifetime counters (cmd_counters.c): load at start, save every minute
  * and at shutdown. */
 void ctl_lifetime_load(struct ctl_ctx *ctx);

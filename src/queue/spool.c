@@ -1004,12 +1004,9 @@ static void spool_txn_free(struct spool_txn *t)
     free(t);
 }
 
-static void spool_msg_free(struct spool_msg *m)
+/* The envelope strings of m (owned copies). */
+static void spool_msg_free_envelope(struct spool_msg *m)
 {
-    if (m->txn)
-        spool_txn_free(m->txn);
-    if (m->fd >= 0)
-        close(m->fd);
     free(m->sender);
     free(m->client_ip);
     free(m->helo);
@@ -1017,6 +1014,15 @@ static void spool_msg_free(struct spool_msg *m)
     free(m->envid);
     free(m->message_id);
     free(m->subject);
+}
+
+static void spool_msg_free(struct spool_msg *m)
+{
+    if (m->txn)
+        spool_txn_free(m->txn);
+    if (m->fd >= 0)
+        close(m->fd);
+    spool_msg_free_envelope(m);
     for (size_t i = 0; i < m->nrcpts; i++) {
         free(m->rcpts[i].addr);
         free(m->rcpts[i].orcpt);
@@ -1313,13 +1319,7 @@ static char *spool_dup(const char *s)
 
 void spool_msg_set_envelope(struct spool_msg *m, const struct spool_envelope *env)
 {
-    free(m->sender);
-    free(m->client_ip);
-    free(m->helo);
-    free(m->listener);
-    free(m->envid);
-    free(m->message_id);
-    free(m->subject);
+    spool_msg_free_envelope(m);
     /* the MID is fixed by spool_msg_new (it names the body file) */
     m->icid = env->icid;
     m->received_ms = env->received_ms;
